@@ -1,0 +1,1 @@
+"""Diffusion models: schedule, backbones, denoisers, training, samplers, log-density."""

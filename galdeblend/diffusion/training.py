@@ -1,0 +1,211 @@
+"""Training of EDM denoisers by denoising score matching.
+
+One call of :func:`train_denoiser` is one M-step of EM: a fresh optimizer and
+learning-rate schedule, started from the denoiser's current weights.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from galdeblend.diffusion.denoisers import EDMDenoiser
+from galdeblend.diffusion.schedule import VESchedule
+from galdeblend.errors import InputError
+
+__all__ = ["train_denoiser", "validation_loss", "sample_times"]
+
+LOSS_SMOOTHING = 0.02  # weight of the latest minibatch loss in the displayed running loss
+DISPLAY_EVERY = 25  # steps between progress-bar updates of the running loss
+
+
+def sample_times(batch: int, *, generator: torch.Generator) -> Tensor:
+    """Diffusion times ``t ~ Beta(3, 3)``, ``(batch,)``, on the generator's device.
+
+    The third smallest of five independent ``U(0, 1)`` draws (their median) is
+    ``Beta(3, 3)`` distributed, which lets the draw use ``generator``.
+    """
+    u = torch.rand(batch, 5, generator=generator, device=generator.device)
+    return u.median(dim=1).values
+
+
+def minibatches(n: int, batch_size: int, *, generator: torch.Generator) -> Iterator[Tensor]:
+    """Endless stream of index batches ``(batch_size,)`` into ``n`` samples.
+
+    Indices are read off a sequence of random permutations of ``range(n)`` (one per
+    epoch), so every sample is used once per epoch; a batch may straddle two epochs,
+    and ``batch_size`` may exceed ``n``.
+    """
+    buffer = torch.empty(0, dtype=torch.long)
+    while True:
+        while buffer.numel() < batch_size:
+            buffer = torch.cat([buffer, torch.randperm(n, generator=generator)])
+        yield buffer[:batch_size]
+        buffer = buffer[batch_size:]
+
+
+def _check_samples(denoiser: EDMDenoiser, samples: Tensor) -> None:
+    if samples.ndim < 1 or samples.shape[0] < 1 or tuple(samples.shape[1:]) != denoiser.shape:
+        raise InputError(
+            f"samples of shape {tuple(samples.shape)} must be (N, *{denoiser.shape}) with N >= 1, "
+            "matching the denoiser's shape"
+        )
+
+
+@torch.no_grad()
+def _update_ema(ema: EDMDenoiser, model: EDMDenoiser, decay: float) -> None:
+    for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
+        p_ema.lerp_(p, 1.0 - decay)
+    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
+        b_ema.copy_(b)
+
+
+def train_denoiser(
+    denoiser: EDMDenoiser,
+    schedule: VESchedule,
+    samples: Tensor,
+    *,
+    steps: int = 1000,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    grad_clip: float = 1.0,
+    ema_decay: float = 0.999,
+    seed: int = 0,
+    mixed_precision: bool = False,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> EDMDenoiser:
+    """Train ``denoiser`` on ``samples`` and return the exponential moving average.
+
+    Each step draws a minibatch (see :func:`minibatches`: one random permutation per
+    epoch), times ``t ~ Beta(3, 3)`` and noise levels ``sigma = schedule.sigma(t)``, and
+    takes an Adam step (AdamW when ``weight_decay > 0``) on the mean of
+    :meth:`EDMDenoiser.loss`, with the gradient norm clipped to ``grad_clip`` and the
+    learning rate decayed from ``lr`` to 0 by a cosine over ``steps``. The average uses
+    the decay ``min(ema_decay, (1 + k) / (10 + k))`` at step ``k``, so that it forgets
+    the initial weights also in short runs.
+
+    Parameters
+    ----------
+    denoiser : EDMDenoiser
+        Trained in place (moved to ``device``; left with the raw, non-averaged weights).
+    schedule : VESchedule
+        Noise schedule.
+    samples : Tensor
+        Training data, ``(N, *denoiser.shape)``; minibatches are moved to ``device``.
+    steps, batch_size : int
+        Optimizer steps and minibatch size.
+    lr, weight_decay, grad_clip : float
+        Peak learning rate, decoupled weight decay and gradient-norm bound
+        (``math.inf`` disables clipping).
+    ema_decay : float
+        Decay of the moving average of the weights, in ``[0, 1)``.
+    seed : int
+        Seed of all random draws (minibatches, times, noise).
+    mixed_precision : bool
+        Run the forward pass under ``torch.autocast`` in bfloat16.
+    device : torch.device or str, optional
+        Where to train; default: the device of the denoiser's parameters.
+    progress : bool
+        Show a progress bar with the running loss.
+
+    Returns
+    -------
+    EDMDenoiser
+        A new denoiser holding the averaged weights, in eval mode.
+
+    Notes
+    -----
+    With a fixed ``seed`` and initial weights, the result is bitwise reproducible on
+    CPU. Indices are drawn by a CPU generator seeded with ``seed``; times and noise by
+    a generator on ``device`` seeded from the first.
+    """
+    _check_samples(denoiser, samples)
+    if steps < 1 or batch_size < 1 or not 0.0 <= ema_decay < 1.0 or grad_clip <= 0:
+        raise InputError(
+            "train_denoiser: need steps >= 1, batch_size >= 1, 0 <= ema_decay < 1 and "
+            f"grad_clip > 0, got steps={steps}, batch_size={batch_size}, "
+            f"ema_decay={ema_decay}, grad_clip={grad_clip}"
+        )
+    device = torch.device(device) if device is not None else next(denoiser.parameters()).device
+    denoiser.to(device)
+    was_training = denoiser.training
+    denoiser.train()
+    ema = copy.deepcopy(denoiser).requires_grad_(False)
+
+    index_generator = torch.Generator().manual_seed(seed)
+    noise_seed = int(torch.randint(2**62, (), generator=index_generator))
+    noise_generator = torch.Generator(device).manual_seed(noise_seed)
+    batches = minibatches(samples.shape[0], batch_size, generator=index_generator)
+
+    parameters = [p for p in denoiser.parameters() if p.requires_grad]
+    if weight_decay > 0:
+        optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+    else:
+        optimizer = torch.optim.Adam(parameters, lr=lr)
+    lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+
+    running_loss = None
+    bar = tqdm(range(steps), disable=not progress, desc="train denoiser")
+    for k in bar:
+        x = samples[next(batches).to(samples.device)].to(device)
+        sigma = schedule.sigma(sample_times(x.shape[0], generator=noise_generator)).to(x.dtype)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision):
+            loss = denoiser.loss(x, sigma, generator=noise_generator).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+        optimizer.step()
+        lr_schedule.step()
+        _update_ema(ema, denoiser, min(ema_decay, (1 + k) / (10 + k)))
+
+        loss = loss.detach()
+        running_loss = loss if running_loss is None else running_loss.lerp(loss, LOSS_SMOOTHING)
+        if progress and (k % DISPLAY_EVERY == 0 or k == steps - 1):
+            bar.set_postfix(loss=f"{running_loss.item():.4g}")
+
+    denoiser.train(was_training)
+    return ema.eval()
+
+
+@torch.no_grad()
+def validation_loss(
+    denoiser: EDMDenoiser,
+    schedule: VESchedule,
+    samples: Tensor,
+    *,
+    n_sigma: int = 16,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> float:
+    """Training objective on held-out ``samples``, with fixed times and noise.
+
+    Estimates ``E_t E_x E_eps [loss]`` for ``t ~ Beta(3, 3)`` by a midpoint rule on
+    ``n_sigma`` times weighted by the Beta(3, 3) density, and exactly over ``samples``
+    ``(N, *shape)``, with noise drawn from a generator seeded with ``seed``.
+    """
+    _check_samples(denoiser, samples)
+    if n_sigma < 1 or batch_size < 1:
+        raise InputError(
+            "validation_loss: need n_sigma >= 1 and batch_size >= 1, "
+            f"got n_sigma={n_sigma}, batch_size={batch_size}"
+        )
+    was_training = denoiser.training
+    denoiser.eval()
+    device = next(denoiser.parameters()).device
+    generator = torch.Generator(device).manual_seed(seed)
+    t = (torch.arange(n_sigma, dtype=torch.float64) + 0.5) / n_sigma
+    weights = t**2 * (1 - t) ** 2
+    total = 0.0
+    for t_j, w_j in zip(t.tolist(), (weights / weights.sum()).tolist(), strict=True):
+        for x in samples.split(batch_size):
+            x = x.to(device)
+            sigma = schedule.sigma(torch.full((x.shape[0],), t_j, dtype=x.dtype, device=device))
+            total += w_j * float(denoiser.loss(x, sigma, generator=generator).sum())
+    denoiser.train(was_training)
+    return total / samples.shape[0]

@@ -1,0 +1,61 @@
+"""Dot tests and closed forms for the generic operators."""
+
+import pytest
+import torch
+
+from galdeblend.errors import InputError
+from galdeblend.operators import Downsample, Identity, Mask, Matrix, Scale
+
+
+def assert_adjoint(A, in_shape, out_shape, B=3, seed=0):
+    """<A x, y> = <x, A^T y> to 1e-5 relative in float64."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, *in_shape, generator=g, dtype=torch.float64)
+    y = torch.randn(B, *out_shape, generator=g, dtype=torch.float64)
+    Ax = A.forward(x)
+    assert Ax.shape == y.shape
+    lhs = (Ax * y).sum()
+    rhs = (x * A.adjoint(y)).sum()
+    assert abs(lhs - rhs) <= 1e-5 * abs(lhs).clamp_min(1e-12)
+
+
+def test_identity():
+    assert_adjoint(Identity(), (4, 5), (4, 5))
+
+
+def test_matrix_shared_and_per_item():
+    g = torch.Generator().manual_seed(1)
+    M = torch.randn(3, 6, generator=g, dtype=torch.float64)
+    assert_adjoint(Matrix(M), (6,), (3,))
+    Ms = torch.randn(3, 4, 6, generator=g, dtype=torch.float64)
+    A = Matrix(Ms)
+    assert_adjoint(A, (6,), (4,))
+    x = torch.randn(3, 6, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(A.forward(x)[1], Ms[1] @ x[1])
+    torch.testing.assert_close(A[1:2].forward(x[1:2])[0], Ms[1] @ x[1])
+    with pytest.raises(InputError, match="Matrix: M must have shape"):
+        Matrix(torch.zeros(2))
+
+
+def test_mask_scale_downsample():
+    m = (torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(2)) > 0.3).double()
+    assert_adjoint(Mask(m, per_item=True)[0:3 - 1], (3, 8, 8), (3, 8, 8), B=2)
+    assert_adjoint(Scale(torch.tensor([1.0, 2.0, 3.0])), (5,), (5,))
+    assert_adjoint(Downsample(2), (2, 8, 6), (2, 4, 3))
+    x = torch.arange(16.0, dtype=torch.float64).reshape(1, 4, 4)
+    torch.testing.assert_close(Downsample(2).forward(x)[0], torch.tensor([[2.5, 4.5], [10.5, 12.5]], dtype=torch.float64))
+    with pytest.raises(InputError, match="not a multiple of factor 3"):
+        Downsample(3).forward(torch.zeros(1, 4, 4))
+    with pytest.raises(InputError, match="positive integer"):
+        Downsample(0)
+
+
+def test_compose_and_sum():
+    g = torch.Generator().manual_seed(3)
+    M1 = torch.randn(5, 6, generator=g, dtype=torch.float64)
+    M2 = torch.randn(2, 5, generator=g, dtype=torch.float64)
+    M3 = torch.randn(2, 6, generator=g, dtype=torch.float64)
+    A = Matrix(M2) @ Matrix(M1) + Matrix(M3) * 2.0
+    assert_adjoint(A, (6,), (2,))
+    x = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(A.forward(x), x @ (M2 @ M1 + 2 * M3).T)
