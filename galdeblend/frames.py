@@ -179,13 +179,15 @@ def observation_operator(
     obs: Observation | Frame,
     *,
     shift: tuple[float, float] | None = None,
+    kernel_flux_fraction: float = 1.0,
 ) -> LinearOperator:
     """``A_ib``: model-frame images ``(B, C_model, H, W)`` -> observation ``(B, C_obs, H', W')``.
 
     Applied in this order: :class:`Shift` by ``shift`` (model pixels, if given),
     :class:`SelectBands` (the observation's bands by name), :class:`Convolve` with the
     per-band difference kernel ``psf_obs (x) psf_model^-1`` at the model scale (the
-    observation PSF turned into the model frame's orientation),
+    observation PSF turned into the model frame's orientation; the full convolution,
+    so that light blurred beyond the frame's border still reaches the observation),
     :class:`Resample` to the observation grid (sampling at pixel centres, since the
     kernel already holds the observation's pixel response), and a :class:`Mask` that
     zeroes the observation's bad pixels.
@@ -198,6 +200,9 @@ def observation_operator(
         The target, with a WCS, bands present in ``model`` and a PSF per band.
     shift : (float, float), optional
         ``(dx, dy)`` sub-pixel translation of the instance in model pixels.
+    kernel_flux_fraction : float
+        Crop each difference kernel to this fraction of its absolute sum
+        (see :func:`~galdeblend.operators.psf_matching.difference_kernel`).
     """
     name = getattr(obs, "source", "frame")
     if model.psf is None:
@@ -219,6 +224,7 @@ def observation_operator(
             pixel_scale_obs=obs.pixel_scale,
             pixel_scale_model=model.pixel_scale,
             obs_jacobian=jacobian,
+            flux_fraction=kernel_flux_fraction,
         )
         for c, i in enumerate(indices)
     ]
@@ -227,9 +233,15 @@ def observation_operator(
     ops: list[LinearOperator] = []
     if isinstance(obs, Observation):
         ops.append(Mask(torch.from_numpy((~obs.mask).astype(np.float64))))
+    # The full convolution keeps the light blurred beyond the model frame's border: its
+    # grid is the model grid grown by the kernel's half-size on every side.
+    half = side // 2
+    grown = model.wcs.deepcopy()
+    grown.wcs.crpix = grown.wcs.crpix + half
+    grown_shape = (model.shape[1] + 2 * half, model.shape[2] + 2 * half)
     ops += [
-        Resample(model.wcs, model.shape[1:], obs.wcs, obs.shape[1:], pixel_response=False),
-        Convolve(torch.from_numpy(np.stack(kernels))),
+        Resample(grown, grown_shape, obs.wcs, obs.shape[1:], pixel_response=False),
+        Convolve(torch.from_numpy(np.stack(kernels)), full=True),
         SelectBands(indices, model.shape[0]),
     ]
     if shift is not None:

@@ -51,7 +51,10 @@ def conjugate_gradient(matvec, b: Tensor, *, iterations: int) -> Tensor:
 
     Returns
     -------
-    Tensor, shape (B, *shape), in float64.
+    x : Tensor, shape (B, *shape), in float64
+    r : Tensor, shape (B, *shape), in float64
+        The recurrence residual ``b - C x`` (exact in exact arithmetic), which
+        costs no extra product with ``C``.
     """
     b = b.to(torch.float64)
     x = torch.zeros_like(b)
@@ -68,7 +71,7 @@ def conjugate_gradient(matvec, b: Tensor, *, iterations: int) -> Tensor:
         beta = torch.where(rr > 0, rr_new / rr.clamp_min(1e-300), torch.zeros_like(rr))
         p = r + _per_item(beta, p) * p
         rr = rr_new
-    return x
+    return x, r
 
 
 class JointPosteriorDenoiser:
@@ -114,6 +117,13 @@ class JointPosteriorDenoiser:
         self.regularization = regularization
         self.shapes = [tuple(p.shape) for p in self.priors]
         self.sizes = [math.prod(s) for s in self.shapes]
+        self.groups: list[tuple[object, list[int]]] = []
+        for i, prior in enumerate(self.priors):
+            group = next((g for g in self.groups if g[0] is prior), None)
+            if group is None:
+                self.groups.append((prior, [i]))
+            else:
+                group[1].append(i)
 
     def split(self, u: Tensor) -> list[Tensor]:
         """``(B, D_total)`` -> list of ``(B, *shape_b)``."""
@@ -125,12 +135,20 @@ class JointPosteriorDenoiser:
         return torch.cat([x.flatten(1) for x in xs], dim=1)
 
     def __call__(self, u_t: Tensor, sigma_t: Tensor) -> Tensor:
+        B = u_t.shape[0]
+        xs_t = self.split(u_t)
         with torch.enable_grad():
-            xs_t = [x.detach().requires_grad_(True) for x in self.split(u_t)]
-            xs_hat = [prior(x, sigma_t) for prior, x in zip(self.priors, xs_t)]
+            # Sources that share a prior are denoised in one batch.
+            leaves, outs = [], []
+            for prior, members in self.groups:
+                leaf = torch.cat([xs_t[i] for i in members]).detach().requires_grad_(True)
+                leaves.append(leaf)
+                outs.append(prior(leaf, sigma_t.repeat(len(members))))
+            xs_hat = self._ungroup([out.detach() for out in outs], B)
 
             def vjp(ws: Sequence[Tensor]) -> list[Tensor]:
-                return list(torch.autograd.grad(xs_hat, xs_t, ws, retain_graph=True))
+                grads_out = [torch.cat([ws[i] for i in members]) for _, members in self.groups]
+                return self._ungroup(torch.autograd.grad(outs, leaves, grads_out, retain_graph=True), B)
 
             sigma2 = _per_item(sigma_t**2, self.y)
             var = self.noise_variance.to(self.y.dtype)
@@ -140,22 +158,29 @@ class JointPosteriorDenoiser:
                 Jt = vjp([A.adjoint(v) for A in self.operators])
                 return var * v + sigma2 * sum(A.forward(g) for A, g in zip(self.operators, Jt))
 
-            r = self.y - sum(A.forward(x.detach()) for A, x in zip(self.operators, xs_hat))
-            v = conjugate_gradient(cov_y, r, iterations=self.cg_iterations)
-            v = self._resolve(cov_y, r, v, sigma_t, var)
+            r = self.y - sum(A.forward(x) for A, x in zip(self.operators, xs_hat))
+            v = self._solve(cov_y, r, sigma_t, var)
             grads = vjp([A.adjoint(v.to(self.y.dtype)) for A in self.operators])
-        sigma2 = sigma_t**2
-        return self.join([(x.detach() + _per_item(sigma2, x) * g) for x, g in zip(xs_hat, grads)])
+        return self.join([x + _per_item(sigma_t**2, x) * g for x, g in zip(xs_hat, grads)])
 
-    def _resolve(self, cov_y, r: Tensor, v: Tensor, sigma_t: Tensor, var: Tensor) -> Tensor:
-        """Solve again, regularized, the items whose CG residual stayed large."""
-        residual = (cov_y(v) - r).flatten(1).norm(dim=1) / r.flatten(1).norm(dim=1).clamp_min(1e-30)
+    def _ungroup(self, tensors: Sequence[Tensor], B: int) -> list[Tensor]:
+        """Per-group batches back to one tensor per source."""
+        out: list[Tensor] = [None] * len(self.priors)  # type: ignore[list-item]
+        for t, (_, members) in zip(tensors, self.groups):
+            for i, part in zip(members, t.split(B)):
+                out[i] = part
+        return out
+
+    def _solve(self, cov_y, r: Tensor, sigma_t: Tensor, var: Tensor) -> Tensor:
+        """CG, then a regularized re-solve of the items whose residual stayed large."""
+        v, res = conjugate_gradient(cov_y, r, iterations=self.cg_iterations)
+        residual = res.flatten(1).norm(dim=1) / r.to(torch.float64).flatten(1).norm(dim=1).clamp_min(1e-30)
         bad = ~torch.isfinite(residual) | (residual > self.resolve_threshold) | ~torch.isfinite(v).flatten(1).all(1)
         if not bad.any():
             return v
         lam = self.regularization * (var.expand_as(r).flatten(1).mean(1) + sigma_t**2)
         lam = _per_item(lam, r)
-        v_reg = conjugate_gradient(lambda p: cov_y(p) + lam * p, r, iterations=max(self.cg_iterations, 1))
+        v_reg, _ = conjugate_gradient(lambda p: cov_y(p) + lam * p, r, iterations=self.cg_iterations)
         v_reg = torch.nan_to_num(v_reg, nan=0.0, posinf=0.0, neginf=0.0)
         return torch.where(_per_item(bad, v).bool(), v_reg, v)
 

@@ -59,3 +59,25 @@ def test_compose_and_sum():
     assert_adjoint(A, (6,), (2,))
     x = torch.randn(4, 6, generator=g, dtype=torch.float64)
     torch.testing.assert_close(A.forward(x), x @ (M2 @ M1 + 2 * M3).T)
+
+
+def test_adjoint_stack_interpolate():
+    from galdeblend.operators import Interpolate, Stack
+
+    g = torch.Generator().manual_seed(4)
+    M1 = torch.randn(5, 6, generator=g, dtype=torch.float64)
+    M2 = torch.randn(3, 6, generator=g, dtype=torch.float64)
+    assert_adjoint(Matrix(M1).T, (5,), (6,))
+    S = Stack([Matrix(M1), None, Matrix(M2)], [(5,), (2,), (3,)], (6,))
+    assert_adjoint(S, (6,), (10,))
+    x = torch.randn(2, 6, generator=g, dtype=torch.float64)
+    blocks = S.blocks(S.forward(x))
+    torch.testing.assert_close(blocks[0], x @ M1.T)
+    assert torch.all(blocks[1] == 0)
+    interp = Interpolate((4, 3), (16, 12))
+    assert_adjoint(interp, (2, 4, 3), (2, 16, 12))
+    # A linear ramp is reproduced exactly away from the clamped border.
+    ramp = torch.arange(4, dtype=torch.float64)[:, None].expand(4, 3)[None]
+    out = interp.forward(ramp)[0]
+    centres = (torch.arange(16, dtype=torch.float64) + 0.5) * 4 / 16 - 0.5
+    torch.testing.assert_close(out[2:14, 5], centres[2:14])

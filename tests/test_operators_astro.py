@@ -86,6 +86,19 @@ def test_convolve_matches_linear_convolution_and_slices_per_item():
     assert_adjoint(op[torch.tensor([0, 2])], (2, 2, 9, 11))
 
 
+def test_full_convolution_keeps_light_beyond_the_border():
+    g = torch.Generator().manual_seed(3)
+    kernel = torch.randn(2, 7, 5, generator=g, dtype=torch.float64)
+    x = torch.randn(1, 2, 12, 9, generator=g, dtype=torch.float64)
+    op = Convolve(kernel, full=True)
+    y = op(x)
+    assert y.shape == (1, 2, 18, 13)
+    for c in range(2):
+        expected = fftconvolve(x[0, c].numpy(), kernel[c].numpy(), mode="full")
+        np.testing.assert_allclose(y[0, c].numpy(), expected, atol=1e-12)
+    assert_adjoint(op, (2, 2, 12, 9))
+
+
 def test_convolve_rejects_even_kernels():
     with pytest.raises(InputError, match="kernel sides must be odd"):
         Convolve(torch.ones(4, 5))
@@ -208,6 +221,20 @@ def test_difference_kernel_reconverts_model_psf_to_obs_psf():
     side = converted.shape[0]
     expected = galsim.Convolve(obs, galsim.Pixel(0.2)).drawImage(nx=side, ny=side, scale=0.03, method="no_pixel").array
     assert np.linalg.norm(converted - expected) / np.linalg.norm(expected) < 0.01
+
+
+def test_difference_kernel_crop_keeps_the_flux_fraction():
+    model_psf = galsim.Gaussian(fwhm=0.3).drawImage(nx=41, ny=41, scale=0.03).array
+    obs_psf = galsim.Moffat(beta=3.0, fwhm=0.8).drawImage(nx=31, ny=31, scale=0.2).array
+    kw = dict(pixel_scale_obs=0.2, pixel_scale_model=0.03)
+    K = difference_kernel(obs_psf, model_psf, **kw)
+    K_crop = difference_kernel(obs_psf, model_psf, flux_fraction=0.99, **kw)
+    assert K_crop.shape[0] < K.shape[0] and K_crop.shape[0] % 2 == 1
+    c, h = K.shape[0] // 2, K_crop.shape[0] // 2
+    inner = np.abs(K[c - h : c + h + 1, c - h : c + h + 1]).sum()
+    assert inner >= 0.99 * np.abs(K).sum()
+    smaller = np.abs(K[c - h + 1 : c + h, c - h + 1 : c + h]).sum()
+    assert smaller < 0.99 * np.abs(K).sum()
 
 
 def test_difference_kernel_errors():

@@ -33,10 +33,12 @@ def _per_item(t: Tensor, index: Tensor | slice | int) -> Tensor:
 class Convolve(LinearOperator):
     """Linear (zero-padded) convolution with an odd-sized, centred kernel, by FFT.
 
-    The output has the input's size ('same'): pixels beyond the borders count as zero,
-    nothing wraps around. The adjoint is the correlation with the same kernel (the
-    convolution with the flipped kernel). The kernel's FFT is computed once per image
-    shape, dtype and device.
+    With ``full=False`` the output has the input's size ('same'); with ``full=True`` it
+    is ``(H + h - 1, W + w - 1)``, so that light blurred beyond the input's border is
+    kept (the input grid grown by ``h // 2``, ``w // 2`` on each side). Pixels beyond the
+    borders count as zero, nothing wraps around. The adjoint is the correlation with
+    the same kernel (the convolution with the flipped kernel). The kernel's FFT is
+    computed once per image shape, dtype and device.
 
     Parameters
     ----------
@@ -44,9 +46,11 @@ class Convolve(LinearOperator):
         ``(h, w)`` shared by all bands, ``(C, h, w)`` one per band, or ``(B, C, h, w)``
         one per batch item and band. ``h`` and ``w`` odd; the centre is at
         ``(h // 2, w // 2)``.
+    full : bool
+        Return the full linear convolution instead of the 'same'-size crop.
     """
 
-    def __init__(self, kernel: Tensor | np.ndarray):
+    def __init__(self, kernel: Tensor | np.ndarray, *, full: bool = False):
         kernel = torch.as_tensor(kernel)
         if kernel.ndim not in (2, 3, 4):
             raise InputError(
@@ -57,6 +61,7 @@ class Convolve(LinearOperator):
         if h % 2 == 0 or w % 2 == 0:
             raise InputError(f"Convolve: kernel sides must be odd, got {(h, w)}")
         self.kernel = kernel
+        self.full = full
         self.per_item = kernel.ndim == 4
         self._fft_cache: dict[tuple, tuple[Tensor, tuple[int, int]]] = {}
 
@@ -71,29 +76,39 @@ class Convolve(LinearOperator):
             self._fft_cache[key] = (torch.fft.rfft2(k, s=size), size)
         return self._fft_cache[key]
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Convolve ``(B, C, H, W) -> (B, C, H, W)``."""
-        K, size = self._kernel_fft(x)
-        H, W = x.shape[-2:]
+    def _offsets(self) -> tuple[int, int]:
+        """Where the output starts inside the full convolution."""
         h, w = self.kernel.shape[-2:]
+        return (0, 0) if self.full else (h // 2, w // 2)
+
+    def _out_size(self, H: int, W: int) -> tuple[int, int]:
+        h, w = self.kernel.shape[-2:]
+        return (H + h - 1, W + w - 1) if self.full else (H, W)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Convolve ``(B, C, H, W) -> (B, C, H, W)``, or ``(B, C, H + h - 1, W + w - 1)`` if full."""
+        K, size = self._kernel_fft(x)
+        (Ho, Wo), (oy, ox) = self._out_size(*x.shape[-2:]), self._offsets()
         full = torch.fft.irfft2(torch.fft.rfft2(x, s=size) * K, s=size)
-        return full[..., h // 2 : h // 2 + H, w // 2 : w // 2 + W]
+        return full[..., oy : oy + Ho, ox : ox + Wo]
 
     def adjoint(self, y: Tensor) -> Tensor:
-        """Correlate ``(B, C, H, W) -> (B, C, H, W)``."""
-        K, size = self._kernel_fft(y)
-        H, W = y.shape[-2:]
+        """Correlate back to the input's size ``(B, C, H, W)``."""
         h, w = self.kernel.shape[-2:]
+        Ho, Wo = y.shape[-2:]
+        H, W = (Ho - h + 1, Wo - w + 1) if self.full else (Ho, Wo)
+        K, size = self._kernel_fft(y.new_empty(1, 1, H, W))
+        oy, ox = self._offsets()
         padded = torch.zeros(*y.shape[:-2], *size, dtype=y.dtype, device=y.device)
-        padded[..., h // 2 : h // 2 + H, w // 2 : w // 2 + W] = y
+        padded[..., oy : oy + Ho, ox : ox + Wo] = y
         full = torch.fft.irfft2(torch.fft.rfft2(padded) * K.conj(), s=size)
         return full[..., :H, :W]
 
     def __getitem__(self, index):
-        return Convolve(_per_item(self.kernel, index)) if self.per_item else self
+        return Convolve(_per_item(self.kernel, index), full=self.full) if self.per_item else self
 
     def to(self, *args, **kwargs):
-        return Convolve(self.kernel.to(*args, **kwargs))
+        return Convolve(self.kernel.to(*args, **kwargs), full=self.full)
 
 
 class Shift(LinearOperator):

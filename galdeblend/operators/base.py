@@ -27,6 +27,9 @@ __all__ = [
     "Scale",
     "Compose",
     "Sum",
+    "Adjoint",
+    "Stack",
+    "Interpolate",
 ]
 
 
@@ -70,6 +73,11 @@ class LinearOperator:
         return Compose([Scale(factor), self])
 
     __rmul__ = __mul__
+
+    @property
+    def T(self) -> "LinearOperator":
+        """The adjoint as an operator."""
+        return Adjoint(self)
 
 
 class Identity(LinearOperator):
@@ -238,3 +246,115 @@ class Sum(LinearOperator):
 
     def to(self, *args, **kwargs):
         return Sum([op.to(*args, **kwargs) for op in self.ops])
+
+
+class Adjoint(LinearOperator):
+    """The adjoint ``A^T`` of an operator ``A`` (write ``A.T``)."""
+
+    def __init__(self, op: LinearOperator):
+        self.op = op
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.op.adjoint(x)
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        return self.op.forward(y)
+
+    @property
+    def T(self) -> LinearOperator:
+        return self.op
+
+    def __getitem__(self, index):
+        return Adjoint(self.op[index])
+
+    def to(self, *args, **kwargs):
+        return Adjoint(self.op.to(*args, **kwargs))
+
+
+class Stack(LinearOperator):
+    """Several observations of one source, flattened and concatenated.
+
+    ``x -> [A_1 x, ..., A_n x]``, each ``A_i x`` of shape ``(B, *out_shapes[i])``
+    flattened, giving ``(B, sum_i prod(out_shapes[i]))``. An entry ``None`` in
+    ``ops`` is a block of zeros (the source is not seen in that observation).
+
+    Parameters
+    ----------
+    ops : sequence of LinearOperator or None
+    out_shapes : sequence of tuple of int
+        Output shape (without batch axis) of each block.
+    in_shape : tuple of int
+        Shape of one source (needed for the adjoint of an all-``None`` stack).
+    """
+
+    def __init__(self, ops: Sequence[LinearOperator | None], out_shapes: Sequence[tuple[int, ...]],
+                 in_shape: tuple[int, ...]):
+        if len(ops) != len(out_shapes):
+            raise InputError(f"Stack: {len(ops)} operators for {len(out_shapes)} output shapes")
+        self.ops = list(ops)
+        self.out_shapes = [tuple(s) for s in out_shapes]
+        self.in_shape = tuple(in_shape)
+        self.sizes = [int(torch.Size(s).numel()) for s in self.out_shapes]
+
+    def forward(self, x: Tensor) -> Tensor:
+        B = x.shape[0]
+        blocks = [
+            op.forward(x).reshape(B, -1) if op is not None else x.new_zeros(B, size)
+            for op, size in zip(self.ops, self.sizes)
+        ]
+        return torch.cat(blocks, dim=1)
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        B = y.shape[0]
+        x = y.new_zeros(B, *self.in_shape)
+        for op, block, shape in zip(self.ops, y.split(self.sizes, dim=1), self.out_shapes):
+            if op is not None:
+                x = x + op.adjoint(block.reshape(B, *shape))
+        return x
+
+    def blocks(self, y: Tensor) -> list[Tensor]:
+        """Split a stacked ``(B, N)`` tensor into ``(B, *out_shapes[i])`` blocks."""
+        return [b.reshape(y.shape[0], *s) for b, s in zip(y.split(self.sizes, dim=1), self.out_shapes)]
+
+    def __getitem__(self, index):
+        return Stack([op[index] if op is not None else None for op in self.ops], self.out_shapes, self.in_shape)
+
+    def to(self, *args, **kwargs):
+        ops = [op.to(*args, **kwargs) if op is not None else None for op in self.ops]
+        return Stack(ops, self.out_shapes, self.in_shape)
+
+
+def _linear_weights(n_out: int, n_in: int) -> Tensor:
+    """``(n_out, n_in)`` linear interpolation from ``n_in`` nodes spanning the same extent."""
+    pos = (torch.arange(n_out, dtype=torch.float64) + 0.5) * n_in / n_out - 0.5
+    pos = pos.clamp(0, n_in - 1)
+    lo = pos.floor().long().clamp(max=n_in - 1)
+    hi = (lo + 1).clamp(max=n_in - 1)
+    frac = pos - lo
+    R = torch.zeros(n_out, n_in, dtype=torch.float64)
+    R[torch.arange(n_out), lo] += 1 - frac
+    R[torch.arange(n_out), hi] += frac
+    return R
+
+
+class Interpolate(LinearOperator):
+    """Bilinear interpolation of a coarse grid onto a finer one covering the same extent.
+
+    ``(B, ..., h, w) -> (B, ..., H, W)`` as ``R_y X R_x^T`` with linear-interpolation
+    matrices ``R_y`` ``(H, h)`` and ``R_x`` ``(W, w)``. Used for smooth fields such as the
+    sky background.
+    """
+
+    def __init__(self, in_shape: tuple[int, int], out_shape: tuple[int, int]):
+        self.in_shape = tuple(in_shape)
+        self.out_shape = tuple(out_shape)
+        self.R_y = _linear_weights(out_shape[0], in_shape[0])
+        self.R_x = _linear_weights(out_shape[1], in_shape[1])
+
+    def forward(self, x: Tensor) -> Tensor:
+        R_y, R_x = self.R_y.to(x), self.R_x.to(x)
+        return R_y @ x @ R_x.T
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        R_y, R_x = self.R_y.to(y), self.R_x.to(y)
+        return R_y.T @ y @ R_x

@@ -51,6 +51,7 @@ def difference_kernel(
     pixel_scale_model: float,
     size: int | None = None,
     obs_jacobian: np.ndarray | None = None,
+    flux_fraction: float = 1.0,
 ) -> np.ndarray:
     """The kernel ``K`` at the model pixel scale with ``psf_model (x) K = psf_obs``.
 
@@ -78,6 +79,10 @@ def difference_kernel(
         frame's pixel axes; it carries a rotation or flip between the two grids
         (see :func:`relative_jacobian`). Default: ``pixel_scale_obs`` times the identity
         (the two grids are aligned). Ignored when ``psf_obs`` is a profile.
+    flux_fraction : float
+        If below 1, crop the kernel to the smallest centred odd square holding this
+        fraction of its absolute sum (the far wings of a survey PSF stamp cost FFT and
+        resampling work for a negligible amount of light).
 
     Returns
     -------
@@ -116,7 +121,20 @@ def difference_kernel(
     kernel = galsim.Convolve(obs, galsim.Deconvolve(model))
     image = kernel.drawImage(galsim.ImageD(size, size, scale=pixel_scale_model), method="no_pixel")
     K = image.array.copy()
+    if flux_fraction < 1.0:
+        K = _crop_to_fraction(K, flux_fraction)
     return K / K.sum()
+
+
+def _crop_to_fraction(K: np.ndarray, fraction: float) -> np.ndarray:
+    """The smallest centred odd square of ``K`` holding ``fraction`` of ``sum |K|``."""
+    c = K.shape[0] // 2
+    total = np.abs(K).sum()
+    for half in range(1, c + 1):
+        box = K[c - half : c + half + 1, c - half : c + half + 1]
+        if np.abs(box).sum() >= fraction * total:
+            return box.copy()
+    return K
 
 
 def _fwhm(profile: galsim.GSObject, scale: float) -> float:

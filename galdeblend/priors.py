@@ -1,0 +1,104 @@
+"""The set of priors a deblend uses: one per source kind, plus the galaxy model frame.
+
+On disk a prior set is a directory::
+
+    priors.json          {"format_version", "galaxy_frame": {...}, "kinds": [...], "metadata": {...}}
+    galaxy/              prior.json + weights.safetensors
+    sky/                 prior.json + weights.safetensors
+
+The default set ships inside the package (``galdeblend/data/priors/default``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from galdeblend.diffusion.prior import Prior, load_prior, save_prior
+from galdeblend.errors import InputError
+from galdeblend.scene import PriorFrame
+
+__all__ = ["Priors", "default_priors_path"]
+
+FORMAT_VERSION = 1
+
+
+def default_priors_path() -> Path:
+    """Directory of the priors shipped with galdeblend."""
+    return Path(str(resources.files("galdeblend") / "data" / "priors" / "default"))
+
+
+@dataclass
+class Priors:
+    """Priors per source kind and the frame galaxies are modelled on.
+
+    Attributes
+    ----------
+    kinds : dict str -> prior
+        Must hold ``"galaxy"`` and ``"sky"``.
+    galaxy_frame : PriorFrame
+    metadata : dict
+        Training data, settings, laps, validation figures (JSON-serializable).
+    """
+
+    kinds: dict[str, Prior]
+    galaxy_frame: PriorFrame
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        missing = {"galaxy", "sky"} - set(self.kinds)
+        if missing:
+            raise InputError(f"Priors: missing prior(s) for kind(s) {sorted(missing)}")
+        if tuple(self.kinds["galaxy"].shape) != tuple(self.galaxy_frame.shape):
+            raise InputError(
+                f"Priors: galaxy prior shape {tuple(self.kinds['galaxy'].shape)} differs from its frame "
+                f"{tuple(self.galaxy_frame.shape)}"
+            )
+
+    def __getitem__(self, kind: str) -> Prior:
+        return self.kinds[kind]
+
+    def save(self, directory: str | os.PathLike) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for kind, prior in self.kinds.items():
+            save_prior(prior, directory / kind)
+        header = {"format_version": FORMAT_VERSION, "galaxy_frame": self.galaxy_frame.to_dict(),
+                  "kinds": list(self.kinds), "metadata": self.metadata}
+        tmp = directory / ".priors.json.tmp"
+        tmp.write_text(json.dumps(header, indent=2))
+        os.replace(tmp, directory / "priors.json")
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike | None = None, *, device: str = "cpu") -> "Priors":
+        """Read a prior set (default: the shipped one)."""
+        directory = Path(directory) if directory is not None else default_priors_path()
+        path = directory / "priors.json"
+        if not path.is_file():
+            raise InputError(f"{directory}: not a galdeblend prior set (no priors.json)")
+        try:
+            header = json.loads(path.read_text())
+            kinds = {k: load_prior(directory / k, device=device) for k in header["kinds"]}
+            frame = PriorFrame.from_dict(header["galaxy_frame"])
+        except (json.JSONDecodeError, KeyError) as err:
+            raise InputError(f"{path}: unreadable prior set ({err!r})") from err
+        return cls(kinds, frame, header.get("metadata", {}))
+
+    def describe(self) -> str:
+        """A human-readable summary (``galdeblend info``)."""
+        f = self.galaxy_frame
+        lines = [
+            f"galaxy frame: {f.shape[1]}x{f.shape[2]} px at {f.pixel_scale}\"/px, bands {', '.join(f.bands)}, "
+            f"model PSF FWHM {f.psf_fwhm}\"",
+        ]
+        for kind, prior in self.kinds.items():
+            config = prior.config()
+            what = config.get("backbone", "Gaussian")
+            lines.append(f"{kind}: {type(prior).__name__} ({what}), shape {tuple(prior.shape)}, "
+                         f"sigma {prior.schedule.sigma_min:g}..{prior.schedule.sigma_max:g}")
+        for key, value in self.metadata.items():
+            lines.append(f"{key}: {json.dumps(value) if not isinstance(value, str) else value}")
+        return "\n".join(lines)

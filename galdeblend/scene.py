@@ -1,0 +1,321 @@
+"""Source instances placed on observations, and the linear problem they pose.
+
+A scene is a set of observations of one field (one or several surveys) and the
+source instances seen in it: galaxies, each on its own model frame centred on its
+position, and one sky instance per observation band. :func:`build_problem` turns a
+scene into what the engine consumes: the observations flattened and concatenated
+into ``y`` with their noise variance, and per instance the operator ``A_b`` (a
+:class:`~galdeblend.operators.Stack` of one ``A_ib`` per observation).
+
+Each instance has a linear, recorded flux scale per band (``scale``): the prior
+works on ``x_b`` of order unity, the sky holds ``scale * x_b``
+(DESIGN.md section 1: dynamic range lives inside ``A``).
+
+- Galaxies: ``scale`` is the peak of the (PSF-blurred) data near the position in
+  each band, at least 3 noise sigma, converted to flux per model pixel.
+- Sky: a smooth background on a coarse ``(1, g, g)`` grid interpolated onto the
+  observation's pixels, in units of the band's noise sigma.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from astropy.coordinates import SkyCoord
+from astropy.table import Table
+from astropy.wcs import WCS
+from torch import Tensor
+
+from galdeblend.errors import InputError
+from galdeblend.frames import Frame, _tan_wcs
+from galdeblend.io.observation import Observation
+from galdeblend.operators.astro import SelectBands
+from galdeblend.operators.base import Compose, Interpolate, LinearOperator, Mask, Stack
+from galdeblend.frames import observation_operator
+
+__all__ = [
+    "PriorFrame",
+    "Instance",
+    "Problem",
+    "detect_sources",
+    "catalog_positions",
+    "place_instances",
+    "build_problem",
+]
+
+SKY_GRID = 8  # coarse sky grid side, in nodes
+KERNEL_FLUX_FRACTION = 0.998  # difference kernels cropped to this fraction of their |sum|
+
+
+@dataclass(frozen=True)
+class PriorFrame:
+    """The model frame a galaxy prior was learned on, to be placed anywhere on the sky.
+
+    Attributes
+    ----------
+    shape : (int, int, int)
+        ``(C, H, W)`` of one galaxy stamp.
+    pixel_scale : float
+        Arcsec per model pixel.
+    bands : tuple of str
+        Band of each plane.
+    psf_fwhm : float
+        FWHM (arcsec) of the Gaussian model PSF.
+    """
+
+    shape: tuple[int, int, int]
+    pixel_scale: float
+    bands: tuple[str, ...]
+    psf_fwhm: float
+
+    def at(self, center: SkyCoord) -> Frame:
+        """The frame centred on ``center`` (north up)."""
+        import galsim
+
+        C, H, W = self.shape
+        side = max(int(np.ceil(8.0 * self.psf_fwhm / self.pixel_scale)), 11)
+        side += 1 - side % 2
+        image = galsim.Gaussian(fwhm=self.psf_fwhm).drawImage(
+            galsim.ImageD(side, side, scale=self.pixel_scale)
+        )
+        psf = image.array / image.array.sum()
+        return Frame(self.shape, _tan_wcs(center, self.pixel_scale, (H, W)), self.bands, np.repeat(psf[None], C, 0))
+
+    def to_dict(self) -> dict:
+        return {"shape": list(self.shape), "pixel_scale": self.pixel_scale, "bands": list(self.bands),
+                "psf_fwhm": self.psf_fwhm}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PriorFrame":
+        return cls(tuple(d["shape"]), float(d["pixel_scale"]), tuple(d["bands"]), float(d["psf_fwhm"]))
+
+
+@dataclass
+class Instance:
+    """One source instance of a scene.
+
+    Attributes
+    ----------
+    id : int
+    kind : str
+        ``"galaxy"`` or ``"sky"``.
+    frame : Frame
+        Its model frame (for the sky: the coarse grid over its observation).
+    scale : ndarray, shape (C,)
+        Flux scale per band: the model holds ``scale * x``.
+    center : SkyCoord or None
+        Galaxy position.
+    observation : int or None
+        Sky: the observation it belongs to.
+    band : int or None
+        Sky: the observation band it belongs to.
+    """
+
+    id: int
+    kind: str
+    frame: Frame
+    scale: np.ndarray
+    center: SkyCoord | None = None
+    observation: int | None = None
+    band: int | None = None
+
+
+@dataclass
+class Problem:
+    """The linear problem of a scene, ready for :func:`galdeblend.engine.sample_posterior`.
+
+    Attributes
+    ----------
+    y : Tensor, shape (N,)
+        All observations flattened and concatenated (masked pixels are 0).
+    noise_variance : Tensor, shape (N,)
+    operators : list of Stack
+        ``A_b`` per instance, mapping ``(B, *shape_b)`` (prior units) to ``(B, N)``.
+    obs_shapes : list of tuple
+        ``(C_i, H_i, W_i)`` of each observation block.
+    """
+
+    y: Tensor
+    noise_variance: Tensor
+    operators: list[Stack]
+    obs_shapes: list[tuple[int, int, int]] = field(default_factory=list)
+
+    def split(self, v: Tensor) -> list[Tensor]:
+        """``(B, N)`` -> per observation ``(B, C_i, H_i, W_i)``."""
+        sizes = [int(np.prod(s)) for s in self.obs_shapes]
+        return [b.reshape(v.shape[0], *s) for b, s in zip(v.split(sizes, dim=1), self.obs_shapes)]
+
+
+def _noise_sigma(obs: Observation) -> np.ndarray:
+    """Median noise standard deviation per band over good pixels, ``(C,)``."""
+    return np.array([np.sqrt(np.median(v[~m])) for v, m in zip(obs.variance, obs.mask)])
+
+
+def detect_sources(
+    observations: Sequence[Observation],
+    *,
+    nsigma: float = 3.0,
+    npixels: int = 8,
+    min_separation: float = 0.4,
+    max_sources: int = 8,
+) -> SkyCoord:
+    """Galaxy positions found with photutils (detection and peak deblending).
+
+    Each observation gives an inverse-variance weighted band sum in units of its noise,
+    smoothed by a Gaussian of the PSF's size; :func:`photutils.segmentation.detect_sources`
+    and :func:`~photutils.segmentation.deblend_sources` find the peaks, whose centroids
+    are merged across observations (closer than ``min_separation`` arcsec: kept once,
+    coarsest observation first). The ``max_sources`` of highest signal-to-noise are kept.
+    """
+    from astropy.convolution import convolve
+    from photutils.segmentation import SourceCatalog, deblend_sources, detect_sources as _detect
+    from photutils.segmentation import make_2dgaussian_kernel
+
+    found: list[tuple[float, SkyCoord]] = []
+    order = sorted(range(len(observations)), key=lambda i: -observations[i].pixel_scale)
+    for i in order:
+        obs = observations[i]
+        w = obs.weight
+        snr = (w * obs.data).sum(0) / np.sqrt(w.sum(0).clip(1e-30))
+        fwhm_pix = 3.0
+        if obs.psf is not None:
+            peak = obs.psf.max(axis=(1, 2))
+            fwhm_pix = float(np.clip(np.median(np.sqrt(4 * np.log(2) / np.pi / peak)), 1.5, 15))
+        size = int(2 * np.ceil(2 * fwhm_pix) + 1)
+        kernel = make_2dgaussian_kernel(fwhm_pix, size=size)
+        smooth = convolve(snr, kernel, normalize_kernel=True)
+        noise = np.std(smooth[np.abs(smooth) < 3 * np.std(smooth)]) or 1.0
+        segm = _detect(smooth, nsigma * noise, npixels=npixels)
+        if segm is None:
+            continue
+        segm = deblend_sources(smooth, segm, npixels=npixels, progress_bar=False)
+        cat = SourceCatalog(smooth, segm)
+        for x, y, flux in zip(cat.xcentroid, cat.ycentroid, cat.segment_flux):
+            pos = obs.wcs.celestial.pixel_to_world(x, y)
+            if all(pos.separation(p).arcsec >= min_separation for _, p in found):
+                found.append((float(flux), pos))
+    found.sort(key=lambda t: -t[0])
+    coords = [p for _, p in found[:max_sources]]
+    if not coords:
+        return SkyCoord([], [], unit="deg")
+    return SkyCoord([c.ra for c in coords], [c.dec for c in coords])
+
+
+def catalog_positions(catalog: Table | str) -> SkyCoord:
+    """RA/Dec of a catalog given as an astropy Table or a file astropy reads.
+
+    Columns named ``ra``/``dec`` (any case, degrees, or with units).
+    """
+    source = catalog if isinstance(catalog, str) else "catalog"
+    if not isinstance(catalog, Table):
+        try:
+            catalog = Table.read(catalog)
+        except Exception as err:  # astropy raises many kinds for unreadable files
+            raise InputError(f"{source}: cannot read the catalog ({err})") from err
+    names = {n.lower(): n for n in catalog.colnames}
+    if "ra" not in names or "dec" not in names:
+        raise InputError(f"{source}: needs columns RA and Dec, has {catalog.colnames}")
+    ra, dec = catalog[names["ra"]], catalog[names["dec"]]
+    unit = None if getattr(ra, "unit", None) is not None else "deg"
+    return SkyCoord(ra, dec, unit=unit)
+
+
+def _sky_frame(obs: Observation, band: int, grid: int) -> Frame:
+    """Coarse ``(1, grid, grid)`` frame whose nodes sit where :class:`Interpolate` puts them."""
+    _, H, W = obs.shape
+    wcs = obs.wcs.celestial.deepcopy()
+    wcs.sip = None
+    fx, fy = W / grid, H / grid
+    f = np.array([fx, fy])
+    if wcs.wcs.has_cd():
+        wcs.wcs.cd = wcs.wcs.cd * f[None, :]
+    else:
+        wcs.wcs.pc = wcs.wcs.get_pc() * f[None, :]
+    wcs.wcs.crpix = (wcs.wcs.crpix - 1 - (f - 1) / 2) / f + 1
+    wcs.wcs.ctype = [c.replace("-SIP", "") for c in wcs.wcs.ctype]
+    wcs.pixel_shape = (grid, grid)
+    return Frame((1, grid, grid), wcs, (obs.bands[band],), None)
+
+
+def _galaxy_scale(frame: Frame, observations: Sequence[Observation]) -> np.ndarray:
+    """Flux per model pixel of the data's peak near the instance, per band ``(C,)``."""
+    scale = np.full(frame.shape[0], np.nan)
+    center = frame.wcs.pixel_to_world((frame.shape[2] - 1) / 2, (frame.shape[1] - 1) / 2)
+    for obs in observations:
+        x, y = obs.wcs.celestial.world_to_pixel(center)
+        r = max(2, int(round(0.5 / obs.pixel_scale)))
+        ys = slice(max(int(round(float(y))) - r, 0), max(int(round(float(y))) + r + 1, 0))
+        xs = slice(max(int(round(float(x))) - r, 0), max(int(round(float(x))) + r + 1, 0))
+        sigma = _noise_sigma(obs)
+        area = (frame.pixel_scale / obs.pixel_scale) ** 2
+        for c, band in enumerate(obs.bands):
+            if band not in frame.bands:
+                continue
+            patch = np.where(obs.mask[c, ys, xs], 0.0, obs.data[c, ys, xs])
+            peak = patch.max() if patch.size else 0.0
+            scale[frame.bands.index(band)] = max(peak, 3 * sigma[c]) * area
+    if np.all(np.isnan(scale)):
+        raise InputError(f"no observation covers the galaxy at {center.to_string('decimal')}")
+    return np.where(np.isnan(scale), np.nanmedian(scale), scale)
+
+
+def place_instances(
+    observations: Sequence[Observation],
+    galaxy_frame: PriorFrame,
+    *,
+    positions: SkyCoord | None = None,
+    sky_grid: int = SKY_GRID,
+    **detect_options,
+) -> list[Instance]:
+    """Galaxy instances at ``positions`` (default: :func:`detect_sources`), then the sky.
+
+    One sky instance per band of every observation.
+    """
+    if positions is None:
+        positions = detect_sources(observations, **detect_options)
+    instances: list[Instance] = []
+    for center in (positions if not positions.isscalar else [positions]):
+        frame = galaxy_frame.at(center)
+        instances.append(Instance(len(instances), "galaxy", frame, _galaxy_scale(frame, observations), center))
+    for i, obs in enumerate(observations):
+        sigma = _noise_sigma(obs)
+        for c in range(obs.shape[0]):
+            frame = _sky_frame(obs, c, sky_grid)
+            instances.append(Instance(len(instances), "sky", frame, sigma[c : c + 1], observation=i, band=c))
+    return instances
+
+
+def _sky_operator(obs: Observation, band: int, grid: int, scale: float) -> LinearOperator:
+    """``(B, 1, g, g) -> (B, C, H, W)``: interpolate, scale, place in ``band``, mask."""
+    C, H, W = obs.shape
+    good = torch.from_numpy((~obs.mask).astype(np.float64))
+    return Compose([Mask(good), SelectBands([band], C).T, Mask(torch.tensor(float(scale))),
+                    Interpolate((grid, grid), (H, W))])
+
+
+def build_problem(observations: Sequence[Observation], instances: Sequence[Instance]) -> Problem:
+    """The stacked observations and each instance's ``A_b`` in prior units."""
+    shapes = [tuple(o.shape) for o in observations]
+    operators = []
+    for inst in instances:
+        ops: list[LinearOperator | None] = []
+        for i, obs in enumerate(observations):
+            if inst.kind == "sky":
+                op = _sky_operator(obs, inst.band, inst.frame.shape[1], float(inst.scale[0])) \
+                    if inst.observation == i else None
+            elif any(b in inst.frame.bands for b in obs.bands):
+                scale = torch.from_numpy(inst.scale.astype(np.float64))[:, None, None]
+                A_ib = observation_operator(inst.frame, obs, kernel_flux_fraction=KERNEL_FLUX_FRACTION)
+                op = Compose([A_ib, Mask(scale)])
+            else:
+                op = None
+            ops.append(op)
+        operators.append(Stack(ops, shapes, inst.frame.shape))
+    y = torch.cat([torch.from_numpy(np.where(o.mask, 0.0, o.data)).flatten() for o in observations])
+    var = torch.cat([torch.from_numpy(o.variance).flatten() for o in observations])
+    if not torch.isfinite(var).all() or (var <= 0).any():
+        raise InputError("observation variance must be finite and > 0 (the reader masks bad pixels)")
+    return Problem(y, var, operators, shapes)
