@@ -63,7 +63,8 @@ class Scale:
     train_steps: int  # per diffusion lap
     batch_size: int
     lr: float
-    sampler_steps: int  # E-step and evaluation
+    sampler_steps: int  # E-step
+    eval_steps: int  # posterior sampling of the held-out observations
     hidden_features: int
     hidden_layers: int
     gibbs_sweeps: int
@@ -73,12 +74,13 @@ class Scale:
     pcpca_gamma: float = 0.3
 
 
-REDUCED = Scale(observations=4096, test=1024, gaussian_laps=4, laps=(6, 8), train_steps=1500, batch_size=256,
-                lr=1e-3, sampler_steps=64, hidden_features=128, hidden_layers=3, gibbs_sweeps=2)
+REDUCED = Scale(observations=1024, test=1024, gaussian_laps=4, laps=(16, 16), train_steps=600, batch_size=256,
+                lr=1e-3, sampler_steps=32, eval_steps=256, hidden_features=64, hidden_layers=3, gibbs_sweeps=1)
 # The paper's public configuration: 65536 observations, 16 Gaussian laps, MLP 3 x 256, 65536
 # training steps of batch 1024 per lap, 16384 predictor-corrector steps.
 FULL = Scale(observations=65536, test=16384, gaussian_laps=16, laps=(32, 64), train_steps=65536, batch_size=1024,
-             lr=1e-3, sampler_steps=16384, hidden_features=256, hidden_layers=3, gibbs_sweeps=4)
+             lr=1e-3, sampler_steps=16384, eval_steps=16384, hidden_features=256, hidden_layers=3,
+             gibbs_sweeps=4)
 
 
 def random_manifold(alpha: float, *, seed: int, features: int = FEATURES, precision: float = 1e-3) -> Callable:
@@ -169,8 +171,9 @@ def standard_normal(kinds: Sequence[str], device) -> dict[str, GaussianPrior]:
             for k in kinds}
 
 
-def sampling_options(scale: Scale) -> dict:
-    return dict(steps=scale.sampler_steps, cg_iterations=scale.cg_iterations, batch_size=4096)
+def sampling_options(scale: Scale, *, evaluation: bool = False) -> dict:
+    steps = scale.eval_steps if evaluation else scale.sampler_steps
+    return dict(steps=steps, cg_iterations=scale.cg_iterations, batch_size=4096)
 
 
 def train_options(scale: Scale) -> dict:
@@ -184,7 +187,7 @@ def run_joint(kinds, views, test: View, scale: Scale, laps: int, seed: int) -> T
                 train=train_options(scale),
                 sampling=sampling_options(scale), seed=seed, progress=False)
     samples = sample_posterior([priors[k] for k in test.sources], test.y, test.operators, test.noise_variance,
-                               seed=seed + 1, **sampling_options(scale))
+                               seed=seed + 1, **sampling_options(scale, evaluation=True))
     return samples[-1][:, 0]
 
 
@@ -227,7 +230,7 @@ def run_gibbs(kinds, views, test: View, scale: Scale, laps: int, seed: int) -> T
             else:
                 current[k] = priors[k].fit(x, seed=seed + lap, progress=False, **train_options(scale))
     xs = gibbs_sample([current[k] for k in test.sources], test, sweeps=scale.gibbs_sweeps,
-                      sampling=sampling_options(scale), seed=seed + 1)
+                      sampling=sampling_options(scale, evaluation=True), seed=seed + 1)
     return xs[-1]
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "catalog_positions",
     "place_instances",
     "build_problem",
+    "group_fields",
 ]
 
 SKY_GRID = 8  # coarse sky grid side, in nodes
@@ -319,3 +320,34 @@ def build_problem(observations: Sequence[Observation], instances: Sequence[Insta
     if not torch.isfinite(var).all() or (var <= 0).any():
         raise InputError("observation variance must be finite and > 0 (the reader masks bad pixels)")
     return Problem(y, var, operators, shapes)
+
+
+def group_fields(observations: Sequence[Observation]) -> list[list[int]]:
+    """Indices of the observations grouped by field: two observations are of one field
+    when the centre of either falls inside the other's footprint."""
+
+    def center(o: Observation) -> SkyCoord:
+        _, H, W = o.shape
+        return o.wcs.celestial.pixel_to_world((W - 1) / 2, (H - 1) / 2)
+
+    def inside(c: SkyCoord, o: Observation) -> bool:
+        _, H, W = o.shape
+        x, y = o.wcs.celestial.world_to_pixel(c)
+        return bool(-0.5 <= x <= W - 0.5 and -0.5 <= y <= H - 0.5)
+
+    parent = list(range(len(observations)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    centers = [center(o) for o in observations]
+    for i, a in enumerate(observations):
+        for j in range(i):
+            if inside(centers[i], observations[j]) or inside(centers[j], a):
+                parent[root(i)] = root(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(observations)):
+        groups.setdefault(root(i), []).append(i)
+    return list(groups.values())

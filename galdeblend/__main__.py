@@ -1,0 +1,5 @@
+import sys
+
+from galdeblend.cli import main
+
+sys.exit(main())

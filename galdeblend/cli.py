@@ -1,0 +1,289 @@
+"""The ``galdeblend`` command: run, learn, simulate, info.
+
+Exit status 0 only when every cutout succeeded; a failing cutout is reported with
+its file and the reason, and the others go on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+import warnings
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from galdeblend.errors import GaldeblendError, InputError
+
+__all__ = ["main"]
+
+log = logging.getLogger("galdeblend")
+
+RUN_EXAMPLES = """examples:
+  galdeblend run --example --out results/
+  galdeblend run hsc_*.fits --samples 32 --out results/
+  galdeblend run cut.fits --catalog targets.ecsv --prior my_priors/ --em-laps 2
+"""
+LEARN_EXAMPLES = """examples:
+  galdeblend learn sims/blend_*_hsc.fits --blank sims/sky_*_hsc.fits --out my_priors/ --laps 4
+  galdeblend learn sims/blend_*.fits --out my_priors/ --resume
+"""
+SIMULATE_EXAMPLES = """examples:
+  galdeblend simulate sims/ --survey hsc --survey hst --n-blends 50 --n-sky 10 --seed 1
+"""
+
+SAMPLER_KEYS = {"steps", "sampler", "corrections", "tau", "cg_iterations", "batch_size", "log_prob_steps"}
+
+
+def _example_cutouts() -> list[tuple[str, dict]]:
+    """The packaged example field: (path, read options) per cutout."""
+    root = Path(str(resources.files("galdeblend") / "data" / "example"))
+    spec = json.loads((root / "example.json").read_text())
+    cutouts = []
+    for field in spec["fields"]:
+        for c in field["cutouts"]:
+            options = {k: v for k, v in c.items() if k != "file"}
+            if "psf" in options:
+                options["psf"] = str(root / options["psf"])
+            cutouts.append((str(root / c["file"]), options))
+    return cutouts
+
+
+def _read(cutouts: list[tuple[str, dict]], failures: list[tuple[str, str]]):
+    """Read every cutout; a bad one is reported and skipped."""
+    from galdeblend.io import read_cutouts
+
+    observations = []
+    for path, options in cutouts:
+        try:
+            observations.extend(read_cutouts(path, **options))
+        except (InputError, OSError) as err:
+            failures.append((path, str(err)))
+            log.error("%s: %s", path, err)
+    return observations
+
+
+def _fields(observations):
+    from galdeblend.scene import group_fields
+
+    return [[observations[i] for i in group] for group in group_fields(observations)]
+
+
+def _load_config(path: str | None) -> dict:
+    if path is None:
+        return {}
+    try:
+        config = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise InputError(f"{path}: cannot read the configuration ({err})") from err
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: the configuration must be a mapping of settings")
+    unknown = set(config) - SAMPLER_KEYS - {"samples", "em", "detect"}
+    if unknown:
+        raise InputError(f"{path}: unknown setting(s) {sorted(unknown)}; known: {sorted(SAMPLER_KEYS | {'samples'})}")
+    return config
+
+
+def _summary_rows(name: str, result) -> list[dict]:
+    from galdeblend.metrics import chi2_per_pixel
+
+    chi2 = [chi2_per_pixel(o.data, m, o.variance, o.mask) for o, m in zip(result.observations, result.models)]
+    rows = []
+    for inst in result.instances:
+        mean, std = inst.flux()
+        row = {"field": name, "id": inst.id, "kind": inst.kind,
+               "ra": inst.center.ra.deg if inst.center is not None else np.nan,
+               "dec": inst.center.dec.deg if inst.center is not None else np.nan,
+               "log_prob": inst.log_prob, "chi2_per_pixel": ";".join(f"{c:.3f}" for c in chi2)}
+        for band, f, s in zip(inst.frame.bands, mean, std):
+            row[f"flux_{band}"] = f
+            row[f"flux_err_{band}"] = s
+        rows.append(row)
+    return rows
+
+
+def cmd_run(args) -> int:
+    import torch
+
+    from galdeblend.deblend import deblend
+    from galdeblend.io import write_posterior
+    from galdeblend.learn import learn
+    from galdeblend.plotting import summary_figure
+    from galdeblend.priors import Priors
+
+    config = _load_config(args.config)
+    cutouts = [(p, {}) for p in args.cutouts] + (_example_cutouts() if args.example else [])
+    if not cutouts:
+        raise InputError("run: give CUTOUTS or --example")
+    failures: list[tuple[str, str]] = []
+    observations = _read(cutouts, failures)
+    fields = _fields(observations) if observations else []
+    priors = Priors.load(args.prior, device="cpu")
+    if args.em_laps > 0 and fields:
+        log.info("refining the priors by %d EM lap(s) on %d field(s)", args.em_laps, len(fields))
+        priors = learn(fields, priors=priors, laps=args.em_laps, gaussian_laps=0, seed=args.seed,
+                       progress=not args.quiet, **config.get("em", {}))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sampler = {k: v for k, v in config.items() if k in SAMPLER_KEYS}
+    if args.steps is not None:
+        sampler["steps"] = args.steps
+    n_samples = args.samples if args.samples is not None else config.get("samples", 16)
+    rows: list[dict] = []
+    written = 0
+    for k, field in enumerate(fields):
+        name = Path(field[0].source).stem
+        target = out / f"{name}_posterior.fits"
+        try:
+            if target.exists() and not args.overwrite:
+                raise InputError(f"{target} exists; pass --overwrite to replace it")
+            result = deblend(field, priors, catalog=args.catalog, n_samples=n_samples, seed=args.seed + k,
+                             device=args.device, progress=not args.quiet, **sampler)
+            result.provenance["priors"] = str(args.prior or "default")
+            write_posterior(result, target, overwrite=args.overwrite)
+            summary_figure(result, out / f"{name}_summary.png")
+            rows.extend(_summary_rows(name, result))
+            written += 1
+            log.info("%s: %d galaxies -> %s", name, len(result.galaxies), target)
+        except (GaldeblendError, ValueError, RuntimeError, torch.linalg.LinAlgError) as err:
+            sources = ", ".join(o.source for o in field)
+            failures.append((sources, str(err)))
+            log.error("%s: %s", sources, err)
+    if rows:
+        keys = list(dict.fromkeys(k for row in rows for k in row))
+        with open(out / "summary.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+    for source, reason in failures:
+        print(f"FAILED {source}: {reason}", file=sys.stderr)
+    print(f"{written} field(s) written to {out}, {len(failures)} failure(s)")
+    return 1 if failures else 0
+
+
+def cmd_learn(args) -> int:
+    from galdeblend.learn import learn
+    from galdeblend.priors import Priors
+    from galdeblend.scene import PriorFrame
+
+    failures: list[tuple[str, str]] = []
+    fields = _fields(_read([(p, {}) for p in args.cutouts], failures))
+    blank_obs = _read([(p, {}) for p in args.blank], failures)
+    blank = _fields(blank_obs) if blank_obs else []
+    if failures:
+        for source, reason in failures:
+            print(f"FAILED {source}: {reason}", file=sys.stderr)
+        raise InputError(f"learn: {len(failures)} cutout(s) could not be read")
+    out = Path(args.out)
+    priors = Priors.load(args.init) if args.init else None
+    frame = None
+    if priors is None:
+        bands = tuple(b.strip() for b in args.bands.split(",")) if args.bands else tuple(
+            dict.fromkeys(b for f in fields for o in f for b in o.bands))
+        frame = PriorFrame((len(bands), args.stamp, args.stamp), args.pixel_scale, bands, args.psf_fwhm)
+    train = {"steps": args.train_steps, "batch_size": args.batch_size}
+    learned = learn(fields, blank=blank, priors=priors, galaxy_frame=frame, laps=args.laps,
+                    gaussian_laps=args.gaussian_laps, algorithm=args.algorithm,
+                    checkpoint_dir=out / "checkpoints", resume=args.resume, train=train,
+                    seed=args.seed, progress=not args.quiet)
+    learned.save(out)
+    print(f"priors written to {out}")
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from galdeblend.simulate import simulate_dataset
+
+    manifest = simulate_dataset(args.outdir, surveys=tuple(args.survey or ["hsc"]), n_blends=args.n_blends,
+                                n_sky=args.n_sky, seed=args.seed, galaxy_type=args.galaxy_type,
+                                progress=not args.quiet)
+    print(f"wrote {args.n_blends} blend(s) and {args.n_sky} blank field(s) to {args.outdir}")
+    return 0 if manifest else 1
+
+
+def cmd_info(args) -> int:
+    from galdeblend.priors import Priors
+
+    print(Priors.load(args.prior).describe())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="galdeblend", description="Deblend galaxies in survey cutouts "
+                                     "with diffusion priors learned from the observations (DDPRISM).")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or log messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    run = sub.add_parser("run", help="deblend cutouts", epilog=RUN_EXAMPLES, formatter_class=fmt,
+                         description="Detect the galaxies, sample the posterior of every galaxy and of the sky, "
+                         "and write one posterior FITS, a summary PNG per field and summary.csv.")
+    run.add_argument("cutouts", nargs="*", help="FITS cutouts (observations of one field are deblended together)")
+    run.add_argument("--example", action="store_true", help="also deblend the packaged HSC + HST example field")
+    run.add_argument("--prior", help="prior directory (default: the priors shipped with galdeblend)")
+    run.add_argument("--catalog", help="galaxy positions (a table with RA and Dec), instead of detection")
+    run.add_argument("--samples", type=int, help="posterior samples per source (default 16)")
+    run.add_argument("--steps", type=int, help="sampler steps (default 64)")
+    run.add_argument("--em-laps", type=int, default=0, help="refine the priors by K EM laps on these cutouts")
+    run.add_argument("--out", default="results", help="output directory (default: results)")
+    run.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--config", help="YAML file with sampler settings (steps, sampler, tau, ...)")
+    run.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    run.set_defaults(func=cmd_run)
+
+    learn = sub.add_parser("learn", help="learn priors from cutouts by EM", epilog=LEARN_EXAMPLES,
+                           formatter_class=fmt, description="Learn galaxy and sky priors from the "
+                           "cutouts alone; every lap is checkpointed, --resume continues a killed run.")
+    learn.add_argument("cutouts", nargs="+", help="FITS cutouts with galaxies")
+    learn.add_argument("--blank", nargs="*", default=[], help="blank-sky FITS cutouts")
+    learn.add_argument("--out", required=True, help="prior directory to write")
+    learn.add_argument("--laps", type=int, default=4, help="diffusion EM laps (default 4)")
+    learn.add_argument("--gaussian-laps", type=int, default=3, help="Gaussian initialization laps (default 3)")
+    learn.add_argument("--algorithm", choices=["joint", "sequential"], default="joint")
+    learn.add_argument("--resume", action="store_true", help="continue after the last complete lap")
+    learn.add_argument("--init", help="start from this prior directory instead of new priors")
+    learn.add_argument("--bands", help="bands of the galaxy prior, comma separated (default: all observed)")
+    learn.add_argument("--pixel-scale", type=float, default=0.05, help="arcsec per model pixel (default 0.05)")
+    learn.add_argument("--stamp", type=int, default=48, help="galaxy stamp side in model pixels (default 48)")
+    learn.add_argument("--psf-fwhm", type=float, default=0.07, help="model PSF FWHM in arcsec (default 0.07)")
+    learn.add_argument("--train-steps", type=int, default=500, help="optimizer steps per lap (default 500)")
+    learn.add_argument("--batch-size", type=int, default=32)
+    learn.add_argument("--seed", type=int, default=0)
+    learn.set_defaults(func=cmd_learn)
+
+    simulate = sub.add_parser("simulate", help="simulate blends with truth (galsim)", epilog=SIMULATE_EXAMPLES,
+                              formatter_class=fmt)
+    simulate.add_argument("outdir")
+    simulate.add_argument("--survey", action="append", help="survey preset (repeat: hsc, hst, lsst, euclid)")
+    simulate.add_argument("--n-blends", type=int, default=10)
+    simulate.add_argument("--n-sky", type=int, default=5)
+    simulate.add_argument("--galaxy-type", choices=["parametric", "real"], default="parametric")
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.set_defaults(func=cmd_simulate)
+
+    info = sub.add_parser("info", help="describe a prior directory")
+    info.add_argument("prior", nargs="?", help="prior directory (default: the shipped priors)")
+    info.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    if args.quiet:
+        warnings.simplefilter("ignore")
+    try:
+        return args.func(args)
+    except GaldeblendError as err:
+        print(f"galdeblend {args.command}: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

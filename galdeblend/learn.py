@@ -1,0 +1,139 @@
+"""Learn galaxy and sky priors from cutouts alone (EM on the astronomical scenes).
+
+Every field (one or several observations of the same sky) becomes an engine
+:class:`~galdeblend.em.View` of one observation: its galaxies, placed on the prior's
+model frame, and one sky instance per observation band. Blank-sky fields give views
+of sky alone. :func:`galdeblend.em.em` then learns both kinds.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import torch
+from astropy.coordinates import SkyCoord
+
+from galdeblend.diffusion.backbones import UNet
+from galdeblend.diffusion.gaussian import GaussianPrior
+from galdeblend.diffusion.prior import DiffusionPrior
+from galdeblend.em import View, em
+from galdeblend.errors import InputError
+from galdeblend.io.observation import Observation
+from galdeblend.priors import Priors
+from galdeblend.scene import SKY_GRID, PriorFrame, build_problem, place_instances
+
+__all__ = ["field_view", "new_priors", "learn"]
+
+
+def new_priors(
+    galaxy_frame: PriorFrame,
+    *,
+    channels: Sequence[int] = (32, 64, 128),
+    attention_levels: Sequence[int] = (2,),
+    sigma_min: float = 1e-2,
+    sigma_max: float = 30.0,
+    seed: int = 0,
+) -> Priors:
+    """Untrained priors: a U-Net diffusion prior for galaxies and a Gaussian sky."""
+    torch.manual_seed(seed)
+    C = galaxy_frame.shape[0]
+    backbone = UNet(C, channels=tuple(channels), attention_levels=tuple(attention_levels))
+    galaxy = DiffusionPrior(backbone, shape=galaxy_frame.shape, sigma_min=sigma_min, sigma_max=sigma_max)
+    sky = GaussianPrior(torch.zeros(1, SKY_GRID, SKY_GRID), 1.0, sigma_min=sigma_min, sigma_max=sigma_max)
+    return Priors({"galaxy": galaxy, "sky": sky}, galaxy_frame)
+
+
+def field_view(
+    observations: Sequence[Observation],
+    galaxy_frame: PriorFrame,
+    *,
+    positions: SkyCoord | None = None,
+    blank: bool = False,
+    name: str = "field",
+) -> View:
+    """The engine view of one field: ``y`` of shape ``(1, N)`` and one operator per instance."""
+    if blank:
+        positions = SkyCoord([], [], unit="deg")
+    instances = place_instances(observations, galaxy_frame, positions=positions)
+    problem = build_problem(observations, instances)
+    return View(
+        problem.y.float()[None],
+        problem.noise_variance.float()[None],
+        [inst.kind for inst in instances],
+        [A.to(torch.float32) for A in problem.operators],
+        name=name,
+    )
+
+
+def learn(
+    fields: Sequence[Sequence[Observation]],
+    *,
+    blank: Sequence[Sequence[Observation]] = (),
+    priors: Priors | None = None,
+    galaxy_frame: PriorFrame | None = None,
+    laps: int = 4,
+    gaussian_laps: int = 3,
+    algorithm: str = "joint",
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    train: dict | None = None,
+    sampling: dict | None = None,
+    gaussian_rank: int = 16,
+    seed: int = 0,
+    progress: bool = True,
+) -> Priors:
+    """Learn priors for galaxies and sky from observations alone (DDPRISM EM).
+
+    Parameters
+    ----------
+    fields : sequence of sequences of Observation
+        Each entry: the observations of one field (galaxies are detected in it).
+    blank : sequence of sequences of Observation
+        Blank-sky fields (sky only). With ``algorithm="sequential"`` the sky is
+        learned from them first and then frozen (DDPRISM Algorithm 2).
+    priors : Priors, optional
+        Starting priors (default: :func:`new_priors` on ``galaxy_frame``).
+    laps, gaussian_laps, algorithm, checkpoint_dir, resume, train, sampling, seed
+        See :func:`galdeblend.em.em`.
+    gaussian_rank : int
+        Rank of the Gaussian covariances (the galaxy initialization and the sky).
+
+    Returns
+    -------
+    Priors
+    """
+    if priors is None:
+        if galaxy_frame is None:
+            raise InputError("learn: give priors= or galaxy_frame=")
+        priors = new_priors(galaxy_frame, seed=seed)
+    if not fields and not blank:
+        raise InputError("learn: no fields to learn from")
+    frame = priors.galaxy_frame
+    views = [field_view(f, frame, name=f"field {i}") for i, f in enumerate(fields)]
+    views += [field_view(f, frame, blank=True, name=f"blank {i}") for i, f in enumerate(blank)]
+    sampling = {"steps": 16, "sampler": "ddim", **(sampling or {})}
+    learned = em(
+        views,
+        dict(priors.kinds),
+        laps=laps,
+        gaussian_laps=gaussian_laps,
+        algorithm=algorithm,
+        order=["sky", "galaxy"] if algorithm == "sequential" else None,
+        gaussian_rank=gaussian_rank,
+        train=train,
+        sampling=sampling,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        seed=seed,
+        progress=progress,
+    )
+    metadata = {
+        **priors.metadata,
+        "training": {
+            "fields": len(fields), "blank_fields": len(blank), "laps": laps, "gaussian_laps": gaussian_laps,
+            "algorithm": algorithm, "seed": seed, "train": train or {}, "sampling": sampling,
+            "inputs": sorted({o.source for f in list(fields) + list(blank) for o in f}),
+        },
+    }
+    return Priors(learned, frame, metadata)
