@@ -16,7 +16,7 @@ target source (the last one) per held-out observation of the last view:
   laps, then diffusion laps with MLP priors), evaluated by joint posterior sampling;
 - gibbs: the same EM, but each E-step (and the evaluation) samples one source at a
   time given the current samples of the others, whose contributions are subtracted
-  from ``y``, for a few sweeps;
+  from ``y``, for ``gibbs_sweeps`` sweeps after a draw from the prior;
 - pcpca: :class:`galdeblend.baselines.PCPCA` fitted with view ``S`` as target and
   view ``S - 1`` as background, posterior samples of its target-specific signal.
 
@@ -33,14 +33,22 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from galdeblend.baselines import PCPCA
-from galdeblend.engine import MLP, DiffusionPrior, GaussianPrior, View, em, sample_posterior, sample_prior
+from galdeblend.engine import (
+    MLP,
+    DiffusionPrior,
+    GaussianPrior,
+    View,
+    em,
+    sample_posterior,
+    sample_prior,
+)
 from galdeblend.operators import Matrix
 
 FEATURES, OBS_FEATURES = 5, 3
@@ -68,22 +76,49 @@ class Scale:
     hidden_features: int
     hidden_layers: int
     gibbs_sweeps: int
-    cg_iterations: int = 3  # the observations have 3 values: 3 iterations solve MMPS's system exactly
+    # The observations have 3 values: 3 CG iterations solve MMPS's linear system exactly.
+    cg_iterations: int = 3
     gaussian_rank: int = 2
     pcpca_rank: int = 5
     pcpca_gamma: float = 0.3
 
 
-REDUCED = Scale(observations=1024, test=1024, gaussian_laps=4, laps=(16, 16), train_steps=600, batch_size=256,
-                lr=1e-3, sampler_steps=32, eval_steps=256, hidden_features=64, hidden_layers=3, gibbs_sweeps=1)
+REDUCED = Scale(
+    observations=1024,
+    test=1024,
+    gaussian_laps=4,
+    laps=(16, 16),
+    train_steps=600,
+    batch_size=256,
+    lr=1e-3,
+    sampler_steps=32,
+    eval_steps=256,
+    hidden_features=64,
+    hidden_layers=3,
+    gibbs_sweeps=1,
+)
 # The paper's public configuration: 65536 observations, 16 Gaussian laps, MLP 3 x 256, 65536
-# training steps of batch 1024 per lap, 16384 predictor-corrector steps.
-FULL = Scale(observations=65536, test=16384, gaussian_laps=16, laps=(32, 64), train_steps=65536, batch_size=1024,
-             lr=1e-3, sampler_steps=16384, eval_steps=16384, hidden_features=256, hidden_layers=3,
-             gibbs_sweeps=4)
+# training steps of batch 1024 per lap, 16384 predictor-corrector steps (the Gibbs sweeps
+# and the PCPCA settings are ours).
+FULL = Scale(
+    observations=65536,
+    test=16384,
+    gaussian_laps=16,
+    laps=(32, 64),
+    train_steps=65536,
+    batch_size=1024,
+    lr=1e-3,
+    sampler_steps=16384,
+    eval_steps=16384,
+    hidden_features=256,
+    hidden_layers=3,
+    gibbs_sweeps=4,
+)
 
 
-def random_manifold(alpha: float, *, seed: int, features: int = FEATURES, precision: float = 1e-3) -> Callable:
+def random_manifold(
+    alpha: float, *, seed: int, features: int = FEATURES, precision: float = 1e-3
+) -> Callable:
     """A random smooth curve ``f: [0, 1] -> [-2, 2]^features``.
 
     Parameters
@@ -118,7 +153,9 @@ def projections(n: int, generator: torch.Generator) -> Matrix:
     return Matrix(M / M.norm(dim=2, keepdim=True))
 
 
-def observe(manifolds: Sequence[Callable], n: int, generator: torch.Generator) -> tuple[Tensor, Matrix, list[Tensor]]:
+def observe(
+    manifolds: Sequence[Callable], n: int, generator: torch.Generator
+) -> tuple[Tensor, Matrix, list[Tensor]]:
     """``n`` observations ``(n, 3)`` of the sum of the sources, their operator and the truth."""
     A = projections(n, generator)
     truth = [f(torch.rand(n, generator=generator)) for f in manifolds]
@@ -127,17 +164,21 @@ def observe(manifolds: Sequence[Callable], n: int, generator: torch.Generator) -
 
 
 def make_problem(n_sources: int, scale: Scale, seed: int, device: str = "cpu"):
-    """The views (view ``k`` sees sources ``1..k``), a held-out view like the last one, its target truth.
+    """The views (view ``k`` sees sources ``1..k``), a held-out copy of the last, its target truth.
 
     Drawn on the CPU (the same numbers on any machine), then moved to ``device``.
     """
-    manifolds = [random_manifold(alpha, seed=1000 * seed + b) for b, alpha in enumerate(ALPHAS[:n_sources])]
+    manifolds = [
+        random_manifold(alpha, seed=1000 * seed + b) for b, alpha in enumerate(ALPHAS[:n_sources])
+    ]
     g = torch.Generator().manual_seed(seed)
     kinds = [f"source{b + 1}" for b in range(n_sources)]
     views = []
     for k in range(1, n_sources + 1):
         y, A, _ = observe(manifolds[:k], scale.observations, g)
-        views.append(View(y.to(device), NOISE_STD**2, kinds[:k], [A.to(device)] * k, name=f"view {k}"))
+        views.append(
+            View(y.to(device), NOISE_STD**2, kinds[:k], [A.to(device)] * k, name=f"view {k}")
+        )
     y, A, truth = observe(manifolds, scale.test, g)
     test = View(y.to(device), NOISE_STD**2, kinds, [A.to(device)] * n_sources, name="test")
     return kinds, views, test, truth[-1].to(device)
@@ -161,14 +202,24 @@ def pooled_psnr(x: Tensor, truth: Tensor) -> float:
 def new_priors(kinds: Sequence[str], scale: Scale, seed: int, device) -> dict[str, DiffusionPrior]:
     """Untrained MLP diffusion priors, one per kind."""
     torch.manual_seed(seed)
-    return {k: DiffusionPrior(MLP(FEATURES, hidden_features=scale.hidden_features, hidden_layers=scale.hidden_layers),
-                              sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX).to(device) for k in kinds}
+    return {
+        k: DiffusionPrior(
+            MLP(FEATURES, hidden_features=scale.hidden_features, hidden_layers=scale.hidden_layers),
+            sigma_min=SIGMA_MIN,
+            sigma_max=SIGMA_MAX,
+        ).to(device)
+        for k in kinds
+    }
 
 
 def standard_normal(kinds: Sequence[str], device) -> dict[str, GaussianPrior]:
     """The ``N(0, I)`` priors that start EM."""
-    return {k: GaussianPrior(torch.zeros(FEATURES, device=device), 1.0, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX)
-            for k in kinds}
+    return {
+        k: GaussianPrior(
+            torch.zeros(FEATURES, device=device), 1.0, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX
+        )
+        for k in kinds
+    }
 
 
 def sampling_options(scale: Scale, *, evaluation: bool = False) -> dict:
@@ -182,16 +233,33 @@ def train_options(scale: Scale) -> dict:
 
 def run_joint(kinds, views, test: View, scale: Scale, laps: int, seed: int) -> Tensor:
     device = test.y.device
-    priors = em(views, new_priors(kinds, scale, seed, device), laps=laps, gaussian_laps=scale.gaussian_laps,
-                algorithm="joint", init=standard_normal(kinds, device), gaussian_rank=scale.gaussian_rank,
-                train=train_options(scale),
-                sampling=sampling_options(scale), seed=seed, progress=False)
-    samples = sample_posterior([priors[k] for k in test.sources], test.y, test.operators, test.noise_variance,
-                               seed=seed + 1, **sampling_options(scale, evaluation=True))
+    priors = em(
+        views,
+        new_priors(kinds, scale, seed, device),
+        laps=laps,
+        gaussian_laps=scale.gaussian_laps,
+        algorithm="joint",
+        init=standard_normal(kinds, device),
+        gaussian_rank=scale.gaussian_rank,
+        train=train_options(scale),
+        sampling=sampling_options(scale),
+        seed=seed,
+        progress=False,
+    )
+    samples = sample_posterior(
+        [priors[k] for k in test.sources],
+        test.y,
+        test.operators,
+        test.noise_variance,
+        seed=seed + 1,
+        **sampling_options(scale, evaluation=True),
+    )
     return samples[-1][:, 0]
 
 
-def gibbs_sample(priors: Sequence, view: View, *, sweeps: int, sampling: dict, seed: int) -> list[Tensor]:
+def gibbs_sample(
+    priors: Sequence, view: View, *, sweeps: int, sampling: dict, seed: int
+) -> list[Tensor]:
     """Per-source posterior samples ``(N, 5)`` by alternating conditionals.
 
     Each source starts from a draw of its prior; then, ``sweeps`` times, each source
@@ -199,14 +267,20 @@ def gibbs_sample(priors: Sequence, view: View, *, sweeps: int, sampling: dict, s
     contributions.
     """
     N = len(view)
-    xs = [sample_prior(p, N, steps=sampling["steps"], seed=seed + b, batch_size=sampling["batch_size"])
-          for b, p in enumerate(priors)]
+    xs = [
+        sample_prior(
+            p, N, steps=sampling["steps"], seed=seed + b, batch_size=sampling["batch_size"]
+        )
+        for b, p in enumerate(priors)
+    ]
     for sweep in range(sweeps):
-        for b, (prior, A) in enumerate(zip(priors, view.operators)):
-            others = sum(B.forward(x) for c, (B, x) in enumerate(zip(view.operators, xs)) if c != b)
+        for b, (prior, A) in enumerate(zip(priors, view.operators, strict=True)):
+            pairs = enumerate(zip(view.operators, xs, strict=True))
+            others = sum(B.forward(x) for c, (B, x) in pairs if c != b)
             y_b = view.y - others if len(xs) > 1 else view.y
-            xs[b] = sample_posterior([prior], y_b, [A], view.noise_variance, seed=seed + 97 * (sweep + 1) + b,
-                                     **sampling)[0][:, 0]
+            xs[b] = sample_posterior(
+                [prior], y_b, [A], view.noise_variance, seed=seed + 97 * (sweep + 1) + b, **sampling
+            )[0][:, 0]
     return xs
 
 
@@ -219,25 +293,40 @@ def run_gibbs(kinds, views, test: View, scale: Scale, laps: int, seed: int) -> T
     for lap, phase in enumerate(phases):
         samples: dict[str, list[Tensor]] = {k: [] for k in kinds}
         for v, view in enumerate(views):
-            xs = gibbs_sample([current[k] for k in view.sources], view, sweeps=scale.gibbs_sweeps,
-                              sampling=sampling_options(scale), seed=10_000 * lap + 1_000 * v + seed)
-            for k, x in zip(view.sources, xs):
+            xs = gibbs_sample(
+                [current[k] for k in view.sources],
+                view,
+                sweeps=scale.gibbs_sweeps,
+                sampling=sampling_options(scale),
+                seed=10_000 * lap + 1_000 * v + seed,
+            )
+            for k, x in zip(view.sources, xs, strict=True):
                 samples[k].append(x)
         for k in kinds:
             x = torch.cat(samples[k])
             if phase == "gaussian":
                 current[k] = standard_normal([k], device)[k].fit(x, scale.gaussian_rank)
             else:
-                current[k] = priors[k].fit(x, seed=seed + lap, progress=False, **train_options(scale))
-    xs = gibbs_sample([current[k] for k in test.sources], test, sweeps=scale.gibbs_sweeps,
-                      sampling=sampling_options(scale, evaluation=True), seed=seed + 1)
+                current[k] = priors[k].fit(
+                    x, seed=seed + lap, progress=False, **train_options(scale)
+                )
+    xs = gibbs_sample(
+        [current[k] for k in test.sources],
+        test,
+        sweeps=scale.gibbs_sweeps,
+        sampling=sampling_options(scale, evaluation=True),
+        seed=seed + 1,
+    )
     return xs[-1]
 
 
 def run_pcpca(kinds, views, test: View, scale: Scale, laps: int, seed: int) -> Tensor:
     target, background = views[-1], views[-2]
     model = PCPCA(scale.pcpca_rank, scale.pcpca_gamma).fit(
-        target.y, background.y, target_operator=target.operators[0], background_operator=background.operators[0],
+        target.y,
+        background.y,
+        target_operator=target.operators[0],
+        background_operator=background.operators[0],
         noise_variance=NOISE_STD**2,
     )
     return model.sample_posterior(test.y, test.operators[0], seed=seed + 1)[:, 0]
@@ -246,8 +335,9 @@ def run_pcpca(kinds, views, test: View, scale: Scale, laps: int, seed: int) -> T
 RUNNERS = {"joint": run_joint, "gibbs": run_gibbs, "pcpca": run_pcpca}
 
 
-def benchmark(n_sources: int, scale: Scale, seed: int, methods: Sequence[str],
-              device: str = "cpu") -> dict[str, tuple[float, float]]:
+def benchmark(
+    n_sources: int, scale: Scale, seed: int, methods: Sequence[str], device: str = "cpu"
+) -> dict[str, tuple[float, float]]:
     """``(psnr, pooled_psnr)`` of each method on the problem with ``n_sources`` sources."""
     kinds, views, test, truth = make_problem(n_sources, scale, seed, device)
     laps = scale.laps[n_sources - 2]
@@ -256,8 +346,12 @@ def benchmark(n_sources: int, scale: Scale, seed: int, methods: Sequence[str],
         start = time.perf_counter()
         x = RUNNERS[method](kinds, views, test, scale, laps, seed)
         scores[method] = (psnr(x, truth), pooled_psnr(x, truth))
-        print(f"[{n_sources} sources] {method}: {scores[method][0]:.2f} dB (pooled {scores[method][1]:.2f} dB) "
-              f"in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+        print(
+            f"[{n_sources} sources] {method}: {scores[method][0]:.2f} dB "
+            f"(pooled {scores[method][1]:.2f} dB) in {time.perf_counter() - start:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
     return scores
 
 
@@ -269,8 +363,12 @@ def table(results: dict[int, dict[str, tuple[float, float]]], metric: int, *, pa
         columns = [c for s in (2, 3) for c in ((s, ""), (s, "paper"))]
     rows = [f"{'method':<8}" + "".join(f"{f'{s} src {tag}'.strip():>12}" for s, tag in columns)]
     for method in METHODS:
-        values = [PAPER_PSNR[method].get(s) if tag else results.get(s, {}).get(method, (None, None))[metric]
-                  for s, tag in columns]
+        values = [
+            PAPER_PSNR[method].get(s)
+            if tag
+            else results.get(s, {}).get(method, (None, None))[metric]
+            for s, tag in columns
+        ]
         rows.append(f"{method:<8}" + "".join(cell(v) for v in values))
     return "\n".join(rows)
 
@@ -287,8 +385,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     counts = (2, 3) if args.sources == "all" else (int(args.sources),)
     start = time.perf_counter()
     results = {s: benchmark(s, scale, args.seed, args.methods, device) for s in counts}
-    print(f"PSNR (dB, peak range 4), {'full' if args.full else 'reduced'} scale, seed {args.seed}, "
-          f"{time.perf_counter() - start:.0f} s")
+    print(
+        f"PSNR (dB, peak range 4), {'full' if args.full else 'reduced'} scale, seed {args.seed}, "
+        f"{time.perf_counter() - start:.0f} s"
+    )
     print("mean over observations of 20 log10(4 / RMSE_i) (the paper's definition):")
     print(table(results, 0, paper=True))
     print("10 log10(4^2 / MSE), MSE pooled over observations:")

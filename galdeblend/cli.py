@@ -36,6 +36,10 @@ LEARN_EXAMPLES = """examples:
 SIMULATE_EXAMPLES = """examples:
   galdeblend simulate sims/ --survey hsc --survey hst --n-blends 50 --n-sky 10 --seed 1
 """
+INFO_EXAMPLES = """examples:
+  galdeblend info
+  galdeblend info my_priors/
+"""
 
 SAMPLER_KEYS = {"steps", "sampler", "corrections", "tau", "cg_iterations", "batch_size", "log_prob_steps"}
 
@@ -83,9 +87,10 @@ def _load_config(path: str | None) -> dict:
         raise InputError(f"{path}: cannot read the configuration ({err})") from err
     if not isinstance(config, dict):
         raise InputError(f"{path}: the configuration must be a mapping of settings")
-    unknown = set(config) - SAMPLER_KEYS - {"samples", "em", "detect"}
+    known = SAMPLER_KEYS | {"samples", "em"}
+    unknown = set(config) - known
     if unknown:
-        raise InputError(f"{path}: unknown setting(s) {sorted(unknown)}; known: {sorted(SAMPLER_KEYS | {'samples'})}")
+        raise InputError(f"{path}: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
     return config
 
 
@@ -215,12 +220,20 @@ def cmd_info(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="galdeblend", description="Deblend galaxies in survey cutouts "
-                                     "with diffusion priors learned from the observations (DDPRISM).")
+                                     "with diffusion priors learned from the observations (DDPRISM).",
+                                     epilog="examples:\n" + "".join(e.removeprefix("examples:\n") for e in (
+                                         RUN_EXAMPLES, LEARN_EXAMPLES, SIMULATE_EXAMPLES, INFO_EXAMPLES)),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or log messages")
+    # -q is also accepted after the subcommand; SUPPRESS keeps a -q given before it
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS,
+                       help="no progress bars or log messages")
     sub = parser.add_subparsers(dest="command", required=True)
     fmt = argparse.RawDescriptionHelpFormatter
 
-    run = sub.add_parser("run", help="deblend cutouts", epilog=RUN_EXAMPLES, formatter_class=fmt,
+    run = sub.add_parser("run", parents=[quiet], help="deblend cutouts", epilog=RUN_EXAMPLES,
+                         formatter_class=fmt,
                          description="Detect the galaxies, sample the posterior of every galaxy and of the sky, "
                          "and write one posterior FITS, a summary PNG per field and summary.csv.")
     run.add_argument("cutouts", nargs="*", help="FITS cutouts (observations of one field are deblended together)")
@@ -237,9 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true", help="replace existing output files")
     run.set_defaults(func=cmd_run)
 
-    learn = sub.add_parser("learn", help="learn priors from cutouts by EM", epilog=LEARN_EXAMPLES,
-                           formatter_class=fmt, description="Learn galaxy and sky priors from the "
-                           "cutouts alone; every lap is checkpointed, --resume continues a killed run.")
+    learn = sub.add_parser("learn", parents=[quiet], help="learn priors from cutouts by EM",
+                           epilog=LEARN_EXAMPLES, formatter_class=fmt,
+                           description="Learn galaxy and sky priors from the cutouts alone; every lap is "
+                           "checkpointed, --resume continues a killed run.")
     learn.add_argument("cutouts", nargs="+", help="FITS cutouts with galaxies")
     learn.add_argument("--blank", nargs="*", default=[], help="blank-sky FITS cutouts")
     learn.add_argument("--out", required=True, help="prior directory to write")
@@ -257,8 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument("--seed", type=int, default=0)
     learn.set_defaults(func=cmd_learn)
 
-    simulate = sub.add_parser("simulate", help="simulate blends with truth (galsim)", epilog=SIMULATE_EXAMPLES,
-                              formatter_class=fmt)
+    simulate = sub.add_parser("simulate", parents=[quiet], help="simulate blends with truth (galsim)",
+                              epilog=SIMULATE_EXAMPLES, formatter_class=fmt)
     simulate.add_argument("outdir")
     simulate.add_argument("--survey", action="append", help="survey preset (repeat: hsc, hst, lsst, euclid)")
     simulate.add_argument("--n-blends", type=int, default=10)
@@ -267,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=0)
     simulate.set_defaults(func=cmd_simulate)
 
-    info = sub.add_parser("info", help="describe a prior directory")
+    info = sub.add_parser("info", parents=[quiet], help="describe a prior directory", epilog=INFO_EXAMPLES,
+                          formatter_class=fmt)
     info.add_argument("prior", nargs="?", help="prior directory (default: the shipped priors)")
     info.set_defaults(func=cmd_info)
     return parser

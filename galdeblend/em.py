@@ -46,7 +46,7 @@ class View:
 
     Attributes
     ----------
-    y : Tensor, shape (N, *obs_shape)
+    y : Tensor, shape ``(N, *obs_shape)``
         The observations.
     noise_variance : Tensor or float
         Broadcasts against ``y``; per observation when its first axis has length ``N``.

@@ -46,13 +46,13 @@ def conjugate_gradient(matvec, b: Tensor, *, iterations: int) -> Tensor:
     ----------
     matvec : callable
         ``v -> C v`` on ``(B, *shape)``; ``C`` symmetric positive definite per item.
-    b : Tensor, shape (B, *shape)
+    b : Tensor, shape ``(B, *shape)``
     iterations : int
 
     Returns
     -------
-    x : Tensor, shape (B, *shape), in float64
-    r : Tensor, shape (B, *shape), in float64
+    x : Tensor, shape ``(B, *shape)``, in float64
+    r : Tensor, shape ``(B, *shape)``, in float64
         The recurrence residual ``b - C x`` (exact in exact arithmetic), which
         costs no extra product with ``C``.
     """
@@ -83,7 +83,7 @@ class JointPosteriorDenoiser:
         One per source; each ``prior(x_t, sigma_t)`` denoises ``(B, *shape_b)``.
     operators : sequence of LinearOperator
         ``A_b`` mapping ``(B, *shape_b)`` to ``(B, *obs_shape)``.
-    y : Tensor, shape (B, *obs_shape)
+    y : Tensor, shape ``(B, *obs_shape)``
     noise_variance : Tensor, broadcastable to ``y``
     cg_iterations : int
         Conjugate-gradient iterations (1 in the paper).
@@ -265,7 +265,7 @@ def sample_posterior(
     ----------
     priors : list
         One prior per source (:class:`GaussianPrior` or :class:`DiffusionPrior`).
-    y : Tensor, shape (B, *obs_shape)
+    y : Tensor, shape ``(B, *obs_shape)``
         Observations.
     operators : list of LinearOperator
         ``A_b`` per source, batched over the ``B`` observations (per-item

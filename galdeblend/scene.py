@@ -189,12 +189,12 @@ def detect_sources(
         kernel = make_2dgaussian_kernel(fwhm_pix, size=size)
         smooth = convolve(snr, kernel, normalize_kernel=True)
         noise = np.std(smooth[np.abs(smooth) < 3 * np.std(smooth)]) or 1.0
-        segm = _detect(smooth, nsigma * noise, npixels=npixels)
+        segm = _detect(smooth, nsigma * noise, n_pixels=npixels)
         if segm is None:
             continue
-        segm = deblend_sources(smooth, segm, npixels=npixels, progress_bar=False)
+        segm = deblend_sources(smooth, segm, n_pixels=npixels, progress_bar=False)
         cat = SourceCatalog(smooth, segm)
-        for x, y, flux in zip(cat.xcentroid, cat.ycentroid, cat.segment_flux):
+        for x, y, flux in zip(cat.x_centroid, cat.y_centroid, cat.segment_flux):
             pos = obs.wcs.celestial.pixel_to_world(x, y)
             if all(pos.separation(p).arcsec >= min_separation for _, p in found):
                 found.append((float(flux), pos))
@@ -293,7 +293,7 @@ def _sky_operator(obs: Observation, band: int, grid: int, scale: float) -> Linea
     """``(B, 1, g, g) -> (B, C, H, W)``: interpolate, scale, place in ``band``, mask."""
     C, H, W = obs.shape
     good = torch.from_numpy((~obs.mask).astype(np.float64))
-    return Compose([Mask(good), SelectBands([band], C).T, Mask(torch.tensor(float(scale))),
+    return Compose([Mask(good), SelectBands([band], C).T, Mask(torch.tensor(float(scale), dtype=torch.float64)),
                     Interpolate((grid, grid), (H, W))])
 
 

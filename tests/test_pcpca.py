@@ -19,7 +19,10 @@ def planted(n=4000, seed=0):
     e0 = torch.eye(D, dtype=DT)[0]
 
     def draw(with_target):
-        x = 0.1 * torch.randn(n, D, generator=g, dtype=DT) + 2.0 * torch.randn(n, 1, generator=g, dtype=DT) * e0
+        x = (
+            0.1 * torch.randn(n, D, generator=g, dtype=DT)
+            + 2.0 * torch.randn(n, 1, generator=g, dtype=DT) * e0
+        )
         if with_target:
             x = x + torch.randn(n, 1, generator=g, dtype=DT) * u
         return x
@@ -34,7 +37,7 @@ def test_contrast_recovers_the_planted_target_direction():
     cos = lambda w, v: float((w[:, 0] @ v).abs() / w[:, 0].norm())  # noqa: E731
     assert cos(plain.factors, e0) > 0.99  # PPCA of the target picks the background's direction
     assert cos(contrastive.factors, u) > 0.99
-    # Variance along u is 1 in the target, 0 in the background: C has u^T C u = n / (n - gamma m) * 1.
+    # Variance along u: 1 in the target, 0 in the background, so u^T C u = n / (n - gamma m).
     assert float(contrastive.factors[:, 0].norm() ** 2) == pytest.approx(10.0, rel=0.1)
 
 
@@ -44,8 +47,16 @@ def test_closed_form_is_a_stationary_point_of_the_contrastive_likelihood():
     eye = torch.eye(D, dtype=DT)
     params = [model.mean.clone().requires_grad_(True), model.factors.clone().requires_grad_(True)]
     var = torch.tensor(model.noise_variance, dtype=DT, requires_grad=True)
-    L = contrastive_log_likelihood(target, background, eye.expand(500, D, D), eye.expand(500, D, D),
-                                   params[0], params[1], var, 0.5)
+    L = contrastive_log_likelihood(
+        target,
+        background,
+        eye.expand(500, D, D),
+        eye.expand(500, D, D),
+        params[0],
+        params[1],
+        var,
+        0.5,
+    )
     grads = torch.autograd.grad(L, [*params, var])
     for grad in grads:
         assert float(grad.abs().max()) < 1e-6 * 500
@@ -63,12 +74,18 @@ def test_projected_fit_is_consistent_with_the_unprojected_fit():
     var = 1e-4
     y = A.forward(target) + var**0.5 * torch.randn(20000, 3, generator=g, dtype=DT)
     b = B.forward(background) + var**0.5 * torch.randn(20000, 3, generator=g, dtype=DT)
-    model = PCPCA(rank=1, gamma=0.9).fit(y, b, target_operator=A, background_operator=B, noise_variance=var)
-    reference = PCPCA(rank=1, gamma=0.9).fit(target, background, noise_variance=0.01)  # the signals' own noise
+    model = PCPCA(rank=1, gamma=0.9).fit(
+        y, b, target_operator=A, background_operator=B, noise_variance=var
+    )
+    reference = PCPCA(rank=1, gamma=0.9).fit(
+        target, background, noise_variance=0.01
+    )  # the signals' own noise
     w = model.factors[:, 0]
     assert float((w @ u).abs() / w.norm()) > 0.98
     assert float(w.norm() ** 2) == pytest.approx(float(reference.factors.norm() ** 2), rel=0.1)
-    assert float(model.mean.norm()) < 0.5  # the planted mean is 0; gamma = 0.9 amplifies its error tenfold
+    assert (
+        float(model.mean.norm()) < 0.5
+    )  # the planted mean is 0; gamma = 0.9 amplifies its error tenfold
 
 
 def test_posterior_matches_dense_gaussian_conditioning():
@@ -87,8 +104,12 @@ def test_posterior_matches_dense_gaussian_conditioning():
         torch.testing.assert_close(cov[i], P - gain @ Ai @ P)
     draws = model.sample_posterior(y, A, n_samples=20000, seed=0)
     assert float((draws.mean(1) - mean).abs().max()) < 0.05
-    torch.testing.assert_close(torch.einsum("bsi,bsj->bij", draws - mean[:, None], draws - mean[:, None]) / 20000,
-                               cov, atol=0.03, rtol=0.05)
+    torch.testing.assert_close(
+        torch.einsum("bsi,bsj->bij", draws - mean[:, None], draws - mean[:, None]) / 20000,
+        cov,
+        atol=0.03,
+        rtol=0.05,
+    )
 
 
 def test_bad_input():
@@ -97,7 +118,9 @@ def test_bad_input():
         PCPCA(rank=1, gamma=1.0).fit(target, background)
     with pytest.raises(InputError, match="noise_variance must be given"):
         A = Matrix(torch.eye(3, D, dtype=DT))
-        PCPCA(rank=1, gamma=0.5).fit(target[:, :3], background[:, :3], target_operator=A, background_operator=A)
+        PCPCA(rank=1, gamma=0.5).fit(
+            target[:, :3], background[:, :3], target_operator=A, background_operator=A
+        )
     with pytest.raises(InputError, match="target must be a tensor of shape"):
         PCPCA(rank=1, gamma=0.5).fit(target[0], background)
     with pytest.raises(InputError, match="call fit first"):

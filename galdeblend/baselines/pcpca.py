@@ -17,8 +17,9 @@ times) in the background set; ``0 <= gamma < n / m``.
 - Without operators (``A = I``) the maximum is closed form (Li et al. 2020, Sec. 4)
   and depends on the data only through the means ``m_t, m_b`` and covariances
   ``S_t, S_b`` of the two sets: ``mu = (n m_t - gamma m m_b) / (n - gamma m)``,
-  ``C = (n [S_t + (m_t - mu)(m_t - mu)^T] - gamma m [S_b + (m_b - mu)(m_b - mu)^T]) / (n - gamma m)``
-  and ``W = U_r (Lambda_r - sigma^2 I)_+^{1/2}`` from the top ``r`` eigenpairs of ``C``,
+  ``C = (n [S_t + d_t d_t^T] - gamma m [S_b + d_b d_b^T]) / (n - gamma m)`` with
+  ``d = m - mu``, and ``W = U_r (Lambda_r - sigma^2 I)_+^{1/2}`` from the top ``r``
+  eigenpairs of ``C``,
   ``sigma^2`` (unless given) the mean of the other eigenvalues.
 - With one operator per observation (random projections to fewer dimensions than
   the signal, as in the DDPRISM contrastive benchmarks, arXiv:2510.05205, Sec. 4.1),
@@ -60,13 +61,14 @@ class PCPCA:
     gamma : float
         Weight of the background log-likelihood, ``0 <= gamma < n / m``.
 
-    Attributes (after :meth:`fit`)
-    ------------------------------
+    Attributes
+    ----------
     mean : Tensor, shape (D,)
+        ``mu``, set by :meth:`fit`.
     factors : Tensor, shape (D, r)
-        ``W``.
+        ``W``, set by :meth:`fit`.
     noise_variance : float
-        ``sigma^2``.
+        ``sigma^2``, set by :meth:`fit`.
     """
 
     def __init__(self, rank: int, gamma: float):
@@ -88,7 +90,7 @@ class PCPCA:
         target_operator: LinearOperator | None = None,
         background_operator: LinearOperator | None = None,
         noise_variance: float | None = None,
-    ) -> "PCPCA":
+    ) -> PCPCA:
         """Fit ``(mu, W, sigma^2)`` to the target and background observations.
 
         Parameters
@@ -112,23 +114,33 @@ class PCPCA:
         n, m = _check_data(target, "target"), _check_data(background, "background")
         if target.shape[1] != background.shape[1]:
             raise InputError(
-                f"PCPCA.fit: target has {target.shape[1]} values per observation, background {background.shape[1]}"
+                f"PCPCA.fit: target has {target.shape[1]} values per observation, "
+                f"background {background.shape[1]}"
             )
         if self.gamma * m >= n:
-            raise InputError(f"PCPCA: gamma must be < n / m = {n}/{m} for a bounded likelihood, got {self.gamma}")
+            raise InputError(
+                f"PCPCA: gamma must be < n / m = {n}/{m} for a bounded likelihood, got {self.gamma}"
+            )
         if (target_operator is None) != (background_operator is None):
-            raise InputError("PCPCA.fit: give both target_operator and background_operator, or neither")
+            raise InputError(
+                "PCPCA.fit: give both target_operator and background_operator, or neither"
+            )
         if target_operator is None:
             moments = [_sample_moments(x.double()) for x in (target, background)]
             noise_in_moments = True
         else:
             if noise_variance is None or not noise_variance > 0:
                 raise InputError(
-                    f"PCPCA.fit: noise_variance must be given and > 0 with operators, got {noise_variance}"
+                    "PCPCA.fit: noise_variance must be given and > 0 with operators, "
+                    f"got {noise_variance}"
                 )
-            moments = [_projected_moments(x.double(), _dense(op, len(x), name), noise_variance)
-                       for x, op, name in ((target, target_operator, "target_operator"),
-                                           (background, background_operator, "background_operator"))]
+            moments = [
+                _projected_moments(x.double(), _dense(op, len(x), name), noise_variance)
+                for x, op, name in (
+                    (target, target_operator, "target_operator"),
+                    (background, background_operator, "background_operator"),
+                )
+            ]
             noise_in_moments = False
         self.mean, self.factors, self.noise_variance = _closed_form(
             n, *moments[0], m, *moments[1], self.gamma, self.rank, noise_variance, noise_in_moments
@@ -155,12 +167,20 @@ class PCPCA:
             raise InputError("PCPCA.posterior: call fit first")
         B = _check_data(y, "y")
         D = self.factors.shape[0]
-        A = (torch.eye(D, dtype=torch.float64, device=y.device).expand(B, D, D) if operator is None
-             else _dense(operator, B, "operator"))
+        A = (
+            torch.eye(D, dtype=torch.float64, device=y.device).expand(B, D, D)
+            if operator is None
+            else _dense(operator, B, "operator")
+        )
         if A.shape[1] != y.shape[1]:
-            raise InputError(f"PCPCA.posterior: y has {y.shape[1]} values per observation, the operator gives {A.shape[1]}")
+            raise InputError(
+                f"PCPCA.posterior: y has {y.shape[1]} values per observation, "
+                f"the operator gives {A.shape[1]}"
+            )
         AW = A @ self.factors  # (B, M, r)
-        S = AW @ AW.transpose(1, 2) + self.noise_variance * torch.eye(A.shape[1], dtype=torch.float64, device=A.device)
+        S = AW @ AW.transpose(1, 2) + self.noise_variance * torch.eye(
+            A.shape[1], dtype=torch.float64, device=A.device
+        )
         residual = y.double() - A @ self.mean
         K = self.factors @ torch.linalg.solve(S, AW).transpose(1, 2)  # (B, D, M): W W^T A^T S^-1
         mean = self.mean + (K @ residual.unsqueeze(-1)).squeeze(-1)
@@ -168,25 +188,50 @@ class PCPCA:
         covariance = WWt - K @ A @ WWt
         return mean.to(y.dtype), covariance.to(y.dtype)
 
-    def sample_posterior(self, y: Tensor, operator: LinearOperator | None = None, *,
-                         n_samples: int = 1, seed: int = 0) -> Tensor:
+    def sample_posterior(
+        self,
+        y: Tensor,
+        operator: LinearOperator | None = None,
+        *,
+        n_samples: int = 1,
+        seed: int = 0,
+    ) -> Tensor:
         """Draws ``(B, n_samples, D)`` from :meth:`posterior`."""
         mean, covariance = self.posterior(y, operator)
         # The posterior covariance has rank <= r; factor it by eigendecomposition.
         eigenvalues, vectors = torch.linalg.eigh(covariance.double())
         root = vectors * eigenvalues.clamp_min(0).sqrt().unsqueeze(1)
         g = torch.Generator(mean.device).manual_seed(seed)
-        z = torch.randn(mean.shape[0], n_samples, mean.shape[1], generator=g, dtype=torch.float64, device=mean.device)
+        z = torch.randn(
+            mean.shape[0],
+            n_samples,
+            mean.shape[1],
+            generator=g,
+            dtype=torch.float64,
+            device=mean.device,
+        )
         return (mean.double().unsqueeze(1) + z @ root.transpose(1, 2)).to(y.dtype)
 
 
-def contrastive_log_likelihood(y: Tensor, b: Tensor, A: Tensor, B: Tensor, mean: Tensor, factors: Tensor,
-                               noise_variance: float, gamma: float) -> Tensor:
-    """``L`` of the module docstring for dense operators ``A`` ``(n, M, D)`` and ``B`` ``(m, M, D)``."""
-    return _log_likelihood(y, A, mean, factors, noise_variance) - gamma * _log_likelihood(b, B, mean, factors, noise_variance)
+def contrastive_log_likelihood(
+    y: Tensor,
+    b: Tensor,
+    A: Tensor,
+    B: Tensor,
+    mean: Tensor,
+    factors: Tensor,
+    noise_variance: float,
+    gamma: float,
+) -> Tensor:
+    """``L`` of the module docstring; dense operators ``A`` ``(n, M, D)``, ``B`` ``(m, M, D)``."""
+    return _log_likelihood(y, A, mean, factors, noise_variance) - gamma * _log_likelihood(
+        b, B, mean, factors, noise_variance
+    )
 
 
-def _log_likelihood(y: Tensor, A: Tensor, mean: Tensor, factors: Tensor, noise_variance: float) -> Tensor:
+def _log_likelihood(
+    y: Tensor, A: Tensor, mean: Tensor, factors: Tensor, noise_variance: float
+) -> Tensor:
     """``sum_i log N(y_i; A_i mu, A_i W W^T A_i^T + sigma^2 I)``."""
     M = y.shape[1]
     AW = A @ factors
@@ -196,9 +241,19 @@ def _log_likelihood(y: Tensor, A: Tensor, mean: Tensor, factors: Tensor, noise_v
     return -0.5 * (quadratic + torch.linalg.slogdet(S)[1] + M * math.log(2 * math.pi)).sum()
 
 
-def _closed_form(n: int, mean_t: Tensor, cov_t: Tensor, m: int, mean_b: Tensor, cov_b: Tensor, gamma: float,
-                 rank: int, noise_variance: float | None, noise_in_moments: bool) -> tuple[Tensor, Tensor, float]:
-    """Maximum of the contrastive likelihood from the moments of the two sets: ``(mu, W, sigma^2)``."""
+def _closed_form(
+    n: int,
+    mean_t: Tensor,
+    cov_t: Tensor,
+    m: int,
+    mean_b: Tensor,
+    cov_b: Tensor,
+    gamma: float,
+    rank: int,
+    noise_variance: float | None,
+    noise_in_moments: bool,
+) -> tuple[Tensor, Tensor, float]:
+    """Maximum of the contrastive likelihood from the two sets' moments: ``(mu, W, sigma^2)``."""
     D = mean_t.shape[0]
     if rank > D:
         raise InputError(f"PCPCA: rank {rank} exceeds the signal dimension {D}")
@@ -233,7 +288,9 @@ def _projected_moments(y: Tensor, A: Tensor, noise_variance: float) -> tuple[Ten
     N, M, D = A.shape
     AtA = A.transpose(1, 2) @ A  # (N, D, D)
     mean = torch.linalg.solve(AtA.sum(0), (A.transpose(1, 2) @ y.unsqueeze(-1)).sum(0)).squeeze(-1)
-    Y = y.unsqueeze(-1) * y.unsqueeze(-2) - noise_variance * torch.eye(M, dtype=y.dtype, device=y.device)
+    Y = y.unsqueeze(-1) * y.unsqueeze(-2) - noise_variance * torch.eye(
+        M, dtype=y.dtype, device=y.device
+    )
     normal = torch.einsum("nij,nkl->ikjl", AtA, AtA).reshape(D * D, D * D)
     rhs = (A.transpose(1, 2) @ Y @ A).sum(0).reshape(D * D)
     R = torch.linalg.solve(normal, rhs).reshape(D, D)
@@ -245,12 +302,17 @@ def _dense(operator: LinearOperator, N: int, name: str) -> Tensor:
     M = getattr(operator, "M", None)
     if isinstance(M, Tensor) and M.ndim in (2, 3):
         return M.double().expand(N, *M.shape[-2:])
-    raise InputError(f"PCPCA: {name} must be a galdeblend.operators.Matrix, got {type(operator).__name__}")
+    raise InputError(
+        f"PCPCA: {name} must be a galdeblend.operators.Matrix, got {type(operator).__name__}"
+    )
 
 
 def _check_data(x: Tensor, name: str) -> int:
     if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[0] < 2:
-        raise InputError(f"PCPCA: {name} must be a tensor of shape (N, features) with N >= 2, got {getattr(x, 'shape', type(x))}")
+        raise InputError(
+            f"PCPCA: {name} must be a tensor of shape (N, features) with N >= 2, "
+            f"got {getattr(x, 'shape', type(x))}"
+        )
     if not torch.isfinite(x).all():
         raise InputError(f"PCPCA: {name} holds NaN or infinite values")
     return x.shape[0]

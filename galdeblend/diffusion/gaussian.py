@@ -23,9 +23,9 @@ class GaussianPrior(nn.Module):
 
     Parameters
     ----------
-    mean : Tensor, shape (*shape)
+    mean : Tensor, shape ``(*shape)``
         Mean; its shape is the event shape of one source.
-    cov_diag : Tensor, shape (*shape) or ()
+    cov_diag : Tensor, shape ``(*shape)`` or ()
         Diagonal part of the covariance (a scalar broadcasts).
     cov_factors : Tensor, shape (D, r), optional
         Low-rank factor ``U`` with ``D = prod(shape)``.

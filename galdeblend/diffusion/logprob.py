@@ -63,7 +63,7 @@ def log_prob(
     Parameters
     ----------
     prior : GaussianPrior or DiffusionPrior
-    x : Tensor, shape (B, *shape)
+    x : Tensor, shape ``(B, *shape)``
     steps : int
         Heun steps from ``sigma_min`` to ``sigma_max`` (two denoiser
         evaluations each).

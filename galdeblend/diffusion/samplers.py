@@ -66,7 +66,7 @@ def sample(
 
     Returns
     -------
-    Tensor, shape (B, *event)
+    Tensor, shape ``(B, *event)``
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")

@@ -826,7 +826,7 @@ def _finish(cutout: _Cutout, *, source: str, options: _Options) -> Observation:
         variance = _estimate_variance(data, mask, source=where)
         variance_source = "estimated (sigma-clipped MAD of the image)"
     data = np.where(mask, 0.0, data)
-    variance = _fill_masked_variance(variance, mask)
+    variance = _fill_masked_variance(np.asarray(variance, dtype=np.float64), mask)
 
     h, w = data.shape[1:]
     position = (

@@ -11,6 +11,8 @@ frame's pixel grid onto the observation's (flux conserving).
 
 from __future__ import annotations
 
+import warnings
+
 from typing import Sequence
 
 import numpy as np
@@ -267,8 +269,8 @@ class Resample(LinearOperator):
     order : int
         Lanczos order of the interpolation.
 
-    The float64 matrix is converted to each input's dtype and device on first use and
-    cached, so :meth:`to` has nothing to move.
+    The weights are stored once as float32 CSR matrices and converted to each input's
+    dtype and device on first use (cached), so :meth:`to` has nothing to move.
     """
 
     def __init__(
@@ -291,7 +293,11 @@ class Resample(LinearOperator):
         self.offset = self._integer_offset(in_wcs, out_wcs)
         self._matrices: dict[tuple, tuple[Tensor, Tensor]] = {}
         if self.offset is None:
-            self._M = self._build(in_wcs, out_wcs, pixel_response, order)
+            M = self._build(in_wcs, out_wcs, pixel_response, order).to(torch.float32)
+            with warnings.catch_warnings():  # "sparse CSR support is in beta"
+                warnings.simplefilter("ignore", UserWarning)
+                master = (M.to_sparse_csr(), M.t().coalesce().to_sparse_csr())
+            self._matrices[(torch.float32, torch.device("cpu"))] = master
 
     def _integer_offset(self, in_wcs: WCS, out_wcs: WCS) -> tuple[int, int] | None:
         """``(dy, dx)`` with ``input = output + (dy, dx)`` if the grids differ by that only."""
@@ -343,17 +349,18 @@ class Resample(LinearOperator):
         )
         return M.coalesce()
 
-    @property
-    def matrix(self) -> Tensor:
-        """The sparse ``(H_out * W_out, H_in * W_in)`` float64 matrix (not for the crop path)."""
-        return self._M
-
     def _sparse(self, like: Tensor) -> tuple[Tensor, Tensor]:
-        """``M`` and ``M^T`` (sparse CSR, fast to multiply) in ``like``'s dtype and device (cached)."""
+        """``M`` and ``M^T`` (sparse CSR) in ``like``'s dtype and device (cached).
+
+        The weights are kept in float32 (a few bytes per entry matter when thousands of
+        operators are held for an EM run); other dtypes are converted from them, so the
+        adjoint stays exact in any precision.
+        """
         key = (like.dtype, like.device)
         if key not in self._matrices:
-            M = self._M.to(dtype=like.dtype, device=like.device)
-            self._matrices[key] = (M.to_sparse_csr(), M.t().coalesce().to_sparse_csr())
+            M, Mt = self._matrices[(torch.float32, torch.device("cpu"))]
+            self._matrices[key] = (M.to(dtype=like.dtype, device=like.device),
+                                   Mt.to(dtype=like.dtype, device=like.device))
         return self._matrices[key]
 
     def _crop(self, x: Tensor, src_shape, dst_shape, offset) -> Tensor:

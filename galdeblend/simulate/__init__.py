@@ -19,13 +19,11 @@ from galdeblend.simulate.galaxies import (
 from galdeblend.simulate.scenes import (
     MASK_PLANES,
     RenderedFrame,
-    SceneTruth,
     SimulatedScene,
-    read_truth,
     simulate_dataset,
     simulate_scene,
-    write_scene,
 )
+from galdeblend.io.simulation_fits import SceneTruth, read_truth, write_scene  # noqa: E402
 from galdeblend.simulate.surveys import Band, PsfModel, Survey, available_surveys, get_survey
 
 __all__ = [

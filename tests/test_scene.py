@@ -1,0 +1,141 @@
+"""Scenes: placement, operators, the stacked problem, and a deblend against the exact
+linear-Gaussian posterior."""
+
+import dataclasses
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from astropy.coordinates import SkyCoord
+from astropy.table import Table
+
+from galdeblend.deblend import deblend
+from galdeblend.engine import GaussianPrior
+from galdeblend.errors import InputError
+from galdeblend.io import read_cutouts
+from galdeblend.priors import Priors
+from galdeblend.scene import (
+    SKY_GRID,
+    PriorFrame,
+    build_problem,
+    catalog_positions,
+    detect_sources,
+    group_fields,
+    place_instances,
+)
+from galdeblend.simulate import simulate_scene
+
+BANDS = ("g", "r", "i", "z", "y")
+
+
+@pytest.fixture(scope="module")
+def blend():
+    return simulate_scene(("hsc",), seed=11, stamp_arcsec=6.0, max_galaxies=3, mean_extra_galaxies=5.0)
+
+
+def assert_adjoint(A, in_shape, out_size):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, *in_shape, generator=g, dtype=torch.float64)
+    y = torch.randn(2, out_size, generator=g, dtype=torch.float64)
+    lhs, rhs = float((A.forward(x) * y).sum()), float((x * A.adjoint(y)).sum())
+    assert abs(lhs - rhs) <= 1e-5 * max(abs(lhs), abs(rhs))
+
+
+def test_detection_finds_the_simulated_galaxies(blend):
+    obs = blend.observations()
+    truth = SkyCoord(blend.sky_coords[:, 0], blend.sky_coords[:, 1], unit="deg")
+    found = detect_sources(obs)
+    assert len(found) >= 1
+    flux = blend.surveys["hsc"].galaxies.sum(axis=(1, 2, 3))
+    brightest = truth[int(np.argmax(flux))]
+    assert found.separation(brightest).arcsec.min() < 0.3
+    # Every detection is near a true galaxy.
+    for pos in found:
+        assert truth.separation(pos).arcsec.min() < 1.0
+
+
+def test_problem_operators_are_adjoint_and_scaled(blend):
+    obs = blend.observations()
+    frame = PriorFrame((5, 16, 16), 0.06, BANDS, 0.15)
+    centre = obs[0].wcs.celestial.pixel_to_world(obs[0].shape[2] / 2, obs[0].shape[1] / 2)
+    instances = place_instances(obs, frame, positions=SkyCoord([centre.ra], [centre.dec]))
+    assert [i.kind for i in instances] == ["galaxy"] + ["sky"] * 5
+    problem = build_problem(obs, instances)
+    N = int(np.prod(obs[0].shape))
+    assert problem.y.shape == (N,) and problem.noise_variance.shape == (N,)
+    for inst, A in zip(instances, problem.operators):
+        assert_adjoint(A, inst.frame.shape, N)
+    # A constant unit sky in band 2 is sigma_2 in that band only, and 0 at masked pixels.
+    sky = problem.operators[1 + 2].forward(torch.ones(1, 1, SKY_GRID, SKY_GRID, dtype=torch.float64))
+    image = problem.split(sky)[0][0].numpy()
+    good = ~obs[0].mask[2]
+    np.testing.assert_allclose(image[2][good], instances[3].scale[0], rtol=1e-10)
+    assert np.all(image[2][~good] == 0) and np.all(image[[0, 1, 3, 4]] == 0)
+    # Galaxy flux scale: unit total flux in the model frame is `scale` in the data
+    # (without a mask, which would cut some of it).
+    unmasked = dataclasses.replace(obs[0], mask=np.zeros_like(obs[0].mask))
+    A = build_problem([unmasked], instances[:1]).operators[0]
+    x = torch.zeros(1, 5, 16, 16, dtype=torch.float64)
+    x[0, :, 8, 8] = 1.0
+    totals = A.forward(x).reshape(obs[0].shape).sum(axis=(1, 2)).numpy()
+    np.testing.assert_allclose(totals, instances[0].scale, rtol=0.01)
+
+
+def test_fields_and_catalogs(tmp_path):
+    from galdeblend.cli import _example_cutouts
+
+    obs = [o for path, opts in _example_cutouts() for o in read_cutouts(path, **opts)]
+    assert group_fields(obs) == [[0, 1]]
+    far = simulate_scene(("hsc",), seed=1, stamp_arcsec=4.0).observations()
+    assert len(group_fields(obs + far)) == 2
+    table = Table({"RA": [150.1, 150.2], "Dec": [2.2, 2.3]})
+    pos = catalog_positions(table)
+    assert pos[1].dec.deg == pytest.approx(2.3)
+    table.write(tmp_path / "cat.ecsv")
+    assert len(catalog_positions(str(tmp_path / "cat.ecsv"))) == 2
+    with pytest.raises(InputError, match="needs columns RA and Dec"):
+        catalog_positions(Table({"x": [1.0]}))
+    with pytest.raises(InputError, match="cannot read the catalog"):
+        catalog_positions(str(tmp_path / "missing.ecsv"))
+
+
+def test_deblend_with_gaussian_priors_is_the_exact_posterior(blend):
+    """With Gaussian priors the whole pipeline must return the linear-Gaussian posterior."""
+    obs = blend.observations()
+    frame = PriorFrame((5, 8, 8), 0.2, BANDS, 0.3)
+    g = torch.Generator().manual_seed(3)
+    galaxy = GaussianPrior(torch.zeros(5, 8, 8, dtype=torch.float64), 0.3,
+                           torch.randn(320, 4, generator=g, dtype=torch.float64) * 0.3, sigma_max=50.0)
+    sky = GaussianPrior(torch.zeros(1, SKY_GRID, SKY_GRID, dtype=torch.float64), 1.0, sigma_max=50.0)
+    priors = Priors({"galaxy": galaxy, "sky": sky}, frame)
+    centre = obs[0].wcs.celestial.pixel_to_world(obs[0].shape[2] / 2, obs[0].shape[1] / 2)
+    catalog = SkyCoord([centre.ra], [centre.dec])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = deblend(obs, priors, catalog=catalog, n_samples=512, steps=64, sampler="ddim",
+                         cg_iterations=40, batch_size=512, log_prob_steps=0, progress=False)
+    # Exact posterior of the galaxy (prior units) from dense matrices.
+    instances = place_instances(obs, frame, positions=catalog)
+    problem = build_problem(obs, instances)
+    blocks = []
+    for inst, A in zip(instances, problem.operators):
+        D = int(np.prod(inst.frame.shape))
+        basis = torch.eye(D, dtype=torch.float64).reshape(D, *inst.frame.shape)
+        blocks.append(A.forward(basis).T)  # (N, D)
+    A = torch.cat(blocks, dim=1)
+    Sigma = torch.block_diag(galaxy.covariance(), *[sky.covariance()] * 5)
+    S = A @ Sigma @ A.T + torch.diag(problem.noise_variance)
+    mean = Sigma @ A.T @ torch.linalg.solve(S, problem.y)
+    cov = Sigma - Sigma @ A.T @ torch.linalg.solve(S, A @ Sigma)
+    D = 320
+    exact = mean[:D].reshape(5, 8, 8).numpy() * instances[0].scale[:, None, None]
+    sd = np.sqrt(np.diag(cov[:D, :D]).reshape(5, 8, 8)) * instances[0].scale[:, None, None]
+    got = result.instances[0].mean
+    z = (got - exact) / (sd / np.sqrt(512))
+    assert np.mean(np.abs(z) < 4) > 0.99
+    np.testing.assert_allclose(result.instances[0].std, sd, rtol=0.15)
+    # The model of the observation is the sum of every instance's mean through its operator.
+    model = (A @ torch.cat([torch.from_numpy(i.mean / np.reshape(s.scale, (-1, 1, 1))).flatten()
+                            for i, s in zip(result.instances, instances)])).reshape(obs[0].shape)
+    np.testing.assert_allclose(result.models[0], model.numpy(), rtol=1e-6, atol=1e-9)
