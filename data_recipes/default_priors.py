@@ -31,13 +31,17 @@ BANDS = ("g", "r", "i", "z", "y", "F814W")
 def simulate_fields(n: int, *, seed: int, blank: bool, stamp_arcsec: float):
     """Observations of ``n`` simulated fields (each a list: HSC, HST)."""
     return [
-        simulate_scene(SURVEYS, seed=seed + i, blank=blank, stamp_arcsec=stamp_arcsec).observations()
+        simulate_scene(
+            SURVEYS, seed=seed + i, blank=blank, stamp_arcsec=stamp_arcsec
+        ).observations()
         for i in range(n)
     ]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", default="galdeblend/data/priors/default")
     parser.add_argument("--fields", type=int, default=96)
     parser.add_argument("--blank", type=int, default=16)
@@ -51,38 +55,70 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=600)
     parser.add_argument("--sampler-steps", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoints", default=None, help="checkpoint directory (resume with --resume)")
+    parser.add_argument(
+        "--checkpoints", default=None, help="checkpoint directory (resume with --resume)"
+    )
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
 
     start = time.time()
-    fields = simulate_fields(args.fields, seed=args.seed, blank=False, stamp_arcsec=args.stamp_arcsec)
-    blank = simulate_fields(args.blank, seed=args.seed + 100_000, blank=True, stamp_arcsec=args.stamp_arcsec)
+    fields = simulate_fields(
+        args.fields, seed=args.seed, blank=False, stamp_arcsec=args.stamp_arcsec
+    )
+    blank = simulate_fields(
+        args.blank, seed=args.seed + 100_000, blank=True, stamp_arcsec=args.stamp_arcsec
+    )
     t_sim = time.time() - start
     frame = PriorFrame((len(BANDS), args.frame, args.frame), args.pixel_scale, BANDS, args.psf_fwhm)
     channels = tuple(int(c) for c in args.channels.split(","))
-    priors = new_priors(frame, channels=channels, attention_levels=(len(channels) - 1,), seed=args.seed)
+    priors = new_priors(
+        frame, channels=channels, attention_levels=(len(channels) - 1,), seed=args.seed
+    )
     train = {"steps": args.train_steps, "batch_size": 32, "lr": 2e-3}
     sampling = {"steps": args.sampler_steps, "sampler": "ddim", "batch_size": 64}
-    learned = learn(fields, blank=blank, priors=priors, laps=args.laps, gaussian_laps=args.gaussian_laps,
-                    train=train, sampling=sampling, checkpoint_dir=args.checkpoints, resume=args.resume,
-                    seed=args.seed)
+    learned = learn(
+        fields,
+        blank=blank,
+        priors=priors,
+        laps=args.laps,
+        gaussian_laps=args.gaussian_laps,
+        train=train,
+        sampling=sampling,
+        checkpoint_dir=args.checkpoints,
+        resume=args.resume,
+        seed=args.seed,
+    )
     elapsed = time.time() - start
-    learned.metadata.update({
-        "name": "galdeblend-default-hsc-hst-v1",
-        "recipe": "data_recipes/default_priors.py",
-        "data": {
-            "simulation": "galdeblend.simulate.simulate_scene, parametric bulge + disk galaxies",
-            "surveys": list(SURVEYS), "fields": args.fields, "blank_fields": args.blank,
-            "stamp_arcsec": args.stamp_arcsec, "seed": args.seed,
-            "learned_from": "noisy blended observations only (never the truth)",
-        },
-        "settings": {"channels": list(channels), "train": train, "sampling": sampling,
-                     "laps": args.laps, "gaussian_laps": args.gaussian_laps},
-        "built_on": {"device": "cpu", "threads": torch.get_num_threads(), "machine": platform.machine(),
-                     "torch": torch.__version__, "seconds": round(elapsed, 1),
-                     "simulation_seconds": round(t_sim, 1)},
-    })
+    learned.metadata.update(
+        {
+            "name": "galdeblend-default-hsc-hst-v1",
+            "recipe": "data_recipes/default_priors.py",
+            "data": {
+                "simulation": "galdeblend.simulate.simulate_scene, parametric bulge + disk galaxies",
+                "surveys": list(SURVEYS),
+                "fields": args.fields,
+                "blank_fields": args.blank,
+                "stamp_arcsec": args.stamp_arcsec,
+                "seed": args.seed,
+                "learned_from": "noisy blended observations only (never the truth)",
+            },
+            "settings": {
+                "channels": list(channels),
+                "train": train,
+                "sampling": sampling,
+                "laps": args.laps,
+                "gaussian_laps": args.gaussian_laps,
+            },
+            "built_on": {
+                "device": "cpu",
+                "threads": torch.get_num_threads(),
+                "machine": platform.machine(),
+                "torch": torch.__version__,
+                "seconds": round(elapsed, 1),
+                "simulation_seconds": round(t_sim, 1),
+            },
+        }
+    )
     learned.save(args.out)
     print(f"priors written to {args.out} in {elapsed / 60:.1f} min")
 

@@ -19,16 +19,15 @@ The top-level API mirrors the ``galdeblend`` command:
 __version__ = "0.1.0"
 
 # The submodules below read ``__version__``; it must be defined before they are imported.
+# Bound after their submodules, so that ``galdeblend.deblend`` is the function.
+from galdeblend.deblend import deblend  # noqa: E402
+from galdeblend.degrade import degrade  # noqa: E402
 from galdeblend.errors import DataWarning, GaldeblendError, GaldeblendWarning, InputError  # noqa: E402
 from galdeblend.io import read_cutouts  # noqa: E402
 from galdeblend.io.observation import Observation  # noqa: E402
 from galdeblend.io.posterior_fits import read_posterior, write_posterior  # noqa: E402
-from galdeblend.priors import Priors  # noqa: E402
-
-# Bound after their submodules, so that ``galdeblend.deblend`` is the function.
-from galdeblend.deblend import deblend  # noqa: E402
-from galdeblend.degrade import degrade  # noqa: E402
 from galdeblend.learn import learn  # noqa: E402
+from galdeblend.priors import Priors  # noqa: E402
 
 __all__ = [
     "__version__",

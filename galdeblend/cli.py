@@ -41,7 +41,15 @@ INFO_EXAMPLES = """examples:
   galdeblend info my_priors/
 """
 
-SAMPLER_KEYS = {"steps", "sampler", "corrections", "tau", "cg_iterations", "batch_size", "log_prob_steps"}
+SAMPLER_KEYS = {
+    "steps",
+    "sampler",
+    "corrections",
+    "tau",
+    "cg_iterations",
+    "batch_size",
+    "log_prob_steps",
+}
 
 
 def _example_cutouts() -> list[tuple[str, dict]]:
@@ -97,14 +105,22 @@ def _load_config(path: str | None) -> dict:
 def _summary_rows(name: str, result) -> list[dict]:
     from galdeblend.metrics import chi2_per_pixel
 
-    chi2 = [chi2_per_pixel(o.data, m, o.variance, o.mask) for o, m in zip(result.observations, result.models)]
+    chi2 = [
+        chi2_per_pixel(o.data, m, o.variance, o.mask)
+        for o, m in zip(result.observations, result.models)
+    ]
     rows = []
     for inst in result.instances:
         mean, std = inst.flux()
-        row = {"field": name, "id": inst.id, "kind": inst.kind,
-               "ra": inst.center.ra.deg if inst.center is not None else np.nan,
-               "dec": inst.center.dec.deg if inst.center is not None else np.nan,
-               "log_prob": inst.log_prob, "chi2_per_pixel": ";".join(f"{c:.3f}" for c in chi2)}
+        row = {
+            "field": name,
+            "id": inst.id,
+            "kind": inst.kind,
+            "ra": inst.center.ra.deg if inst.center is not None else np.nan,
+            "dec": inst.center.dec.deg if inst.center is not None else np.nan,
+            "log_prob": inst.log_prob,
+            "chi2_per_pixel": ";".join(f"{c:.3f}" for c in chi2),
+        }
         for band, f, s in zip(inst.frame.bands, mean, std):
             row[f"flux_{band}"] = f
             row[f"flux_err_{band}"] = s
@@ -131,8 +147,15 @@ def cmd_run(args) -> int:
     priors = Priors.load(args.prior, device="cpu")
     if args.em_laps > 0 and fields:
         log.info("refining the priors by %d EM lap(s) on %d field(s)", args.em_laps, len(fields))
-        priors = learn(fields, priors=priors, laps=args.em_laps, gaussian_laps=0, seed=args.seed,
-                       progress=not args.quiet, **config.get("em", {}))
+        priors = learn(
+            fields,
+            priors=priors,
+            laps=args.em_laps,
+            gaussian_laps=0,
+            seed=args.seed,
+            progress=not args.quiet,
+            **config.get("em", {}),
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sampler = {k: v for k, v in config.items() if k in SAMPLER_KEYS}
@@ -147,8 +170,16 @@ def cmd_run(args) -> int:
         try:
             if target.exists() and not args.overwrite:
                 raise InputError(f"{target} exists; pass --overwrite to replace it")
-            result = deblend(field, priors, catalog=args.catalog, n_samples=n_samples, seed=args.seed + k,
-                             device=args.device, progress=not args.quiet, **sampler)
+            result = deblend(
+                field,
+                priors,
+                catalog=args.catalog,
+                n_samples=n_samples,
+                seed=args.seed + k,
+                device=args.device,
+                progress=not args.quiet,
+                **sampler,
+            )
             result.provenance["priors"] = str(args.prior or "default")
             write_posterior(result, target, overwrite=args.overwrite)
             summary_figure(result, out / f"{name}_summary.png")
@@ -188,14 +219,29 @@ def cmd_learn(args) -> int:
     priors = Priors.load(args.init) if args.init else None
     frame = None
     if priors is None:
-        bands = tuple(b.strip() for b in args.bands.split(",")) if args.bands else tuple(
-            dict.fromkeys(b for f in fields for o in f for b in o.bands))
-        frame = PriorFrame((len(bands), args.stamp, args.stamp), args.pixel_scale, bands, args.psf_fwhm)
+        bands = (
+            tuple(b.strip() for b in args.bands.split(","))
+            if args.bands
+            else tuple(dict.fromkeys(b for f in fields for o in f for b in o.bands))
+        )
+        frame = PriorFrame(
+            (len(bands), args.stamp, args.stamp), args.pixel_scale, bands, args.psf_fwhm
+        )
     train = {"steps": args.train_steps, "batch_size": args.batch_size}
-    learned = learn(fields, blank=blank, priors=priors, galaxy_frame=frame, laps=args.laps,
-                    gaussian_laps=args.gaussian_laps, algorithm=args.algorithm,
-                    checkpoint_dir=out / "checkpoints", resume=args.resume, train=train,
-                    seed=args.seed, progress=not args.quiet)
+    learned = learn(
+        fields,
+        blank=blank,
+        priors=priors,
+        galaxy_frame=frame,
+        laps=args.laps,
+        gaussian_laps=args.gaussian_laps,
+        algorithm=args.algorithm,
+        checkpoint_dir=out / "checkpoints",
+        resume=args.resume,
+        train=train,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
     learned.save(out)
     print(f"priors written to {out}")
     return 0
@@ -204,9 +250,15 @@ def cmd_learn(args) -> int:
 def cmd_simulate(args) -> int:
     from galdeblend.simulate import simulate_dataset
 
-    manifest = simulate_dataset(args.outdir, surveys=tuple(args.survey or ["hsc"]), n_blends=args.n_blends,
-                                n_sky=args.n_sky, seed=args.seed, galaxy_type=args.galaxy_type,
-                                progress=not args.quiet)
+    manifest = simulate_dataset(
+        args.outdir,
+        surveys=tuple(args.survey or ["hsc"]),
+        n_blends=args.n_blends,
+        n_sky=args.n_sky,
+        seed=args.seed,
+        galaxy_type=args.galaxy_type,
+        progress=not args.quiet,
+    )
     print(f"wrote {args.n_blends} blend(s) and {args.n_sky} blank field(s) to {args.outdir}")
     return 0 if manifest else 1
 
@@ -219,30 +271,58 @@ def cmd_info(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="galdeblend", description="Deblend galaxies in survey cutouts "
-                                     "with diffusion priors learned from the observations (DDPRISM).",
-                                     epilog="examples:\n" + "".join(e.removeprefix("examples:\n") for e in (
-                                         RUN_EXAMPLES, LEARN_EXAMPLES, SIMULATE_EXAMPLES, INFO_EXAMPLES)),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or log messages")
+    parser = argparse.ArgumentParser(
+        prog="galdeblend",
+        description="Deblend galaxies in survey cutouts "
+        "with diffusion priors learned from the observations (DDPRISM).",
+        epilog="examples:\n"
+        + "".join(
+            e.removeprefix("examples:\n")
+            for e in (RUN_EXAMPLES, LEARN_EXAMPLES, SIMULATE_EXAMPLES, INFO_EXAMPLES)
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--quiet", "-q", action="store_true", help="no progress bars or log messages"
+    )
     # -q is also accepted after the subcommand; SUPPRESS keeps a -q given before it
     quiet = argparse.ArgumentParser(add_help=False)
-    quiet.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS,
-                       help="no progress bars or log messages")
+    quiet.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="no progress bars or log messages",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     fmt = argparse.RawDescriptionHelpFormatter
 
-    run = sub.add_parser("run", parents=[quiet], help="deblend cutouts", epilog=RUN_EXAMPLES,
-                         formatter_class=fmt,
-                         description="Detect the galaxies, sample the posterior of every galaxy and of the sky, "
-                         "and write one posterior FITS, a summary PNG per field and summary.csv.")
-    run.add_argument("cutouts", nargs="*", help="FITS cutouts (observations of one field are deblended together)")
-    run.add_argument("--example", action="store_true", help="also deblend the packaged HSC + HST example field")
-    run.add_argument("--prior", help="prior directory (default: the priors shipped with galdeblend)")
-    run.add_argument("--catalog", help="galaxy positions (a table with RA and Dec), instead of detection")
+    run = sub.add_parser(
+        "run",
+        parents=[quiet],
+        help="deblend cutouts",
+        epilog=RUN_EXAMPLES,
+        formatter_class=fmt,
+        description="Detect the galaxies, sample the posterior of every galaxy and of the sky, "
+        "and write one posterior FITS, a summary PNG per field and summary.csv.",
+    )
+    run.add_argument(
+        "cutouts", nargs="*", help="FITS cutouts (observations of one field are deblended together)"
+    )
+    run.add_argument(
+        "--example", action="store_true", help="also deblend the packaged HSC + HST example field"
+    )
+    run.add_argument(
+        "--prior", help="prior directory (default: the priors shipped with galdeblend)"
+    )
+    run.add_argument(
+        "--catalog", help="galaxy positions (a table with RA and Dec), instead of detection"
+    )
     run.add_argument("--samples", type=int, help="posterior samples per source (default 16)")
     run.add_argument("--steps", type=int, help="sampler steps (default 64)")
-    run.add_argument("--em-laps", type=int, default=0, help="refine the priors by K EM laps on these cutouts")
+    run.add_argument(
+        "--em-laps", type=int, default=0, help="refine the priors by K EM laps on these cutouts"
+    )
     run.add_argument("--out", default="results", help="output directory (default: results)")
     run.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     run.add_argument("--seed", type=int, default=0)
@@ -250,39 +330,68 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true", help="replace existing output files")
     run.set_defaults(func=cmd_run)
 
-    learn = sub.add_parser("learn", parents=[quiet], help="learn priors from cutouts by EM",
-                           epilog=LEARN_EXAMPLES, formatter_class=fmt,
-                           description="Learn galaxy and sky priors from the cutouts alone; every lap is "
-                           "checkpointed, --resume continues a killed run.")
+    learn = sub.add_parser(
+        "learn",
+        parents=[quiet],
+        help="learn priors from cutouts by EM",
+        epilog=LEARN_EXAMPLES,
+        formatter_class=fmt,
+        description="Learn galaxy and sky priors from the cutouts alone; every lap is "
+        "checkpointed, --resume continues a killed run.",
+    )
     learn.add_argument("cutouts", nargs="+", help="FITS cutouts with galaxies")
     learn.add_argument("--blank", nargs="*", default=[], help="blank-sky FITS cutouts")
     learn.add_argument("--out", required=True, help="prior directory to write")
     learn.add_argument("--laps", type=int, default=4, help="diffusion EM laps (default 4)")
-    learn.add_argument("--gaussian-laps", type=int, default=3, help="Gaussian initialization laps (default 3)")
+    learn.add_argument(
+        "--gaussian-laps", type=int, default=3, help="Gaussian initialization laps (default 3)"
+    )
     learn.add_argument("--algorithm", choices=["joint", "sequential"], default="joint")
     learn.add_argument("--resume", action="store_true", help="continue after the last complete lap")
     learn.add_argument("--init", help="start from this prior directory instead of new priors")
-    learn.add_argument("--bands", help="bands of the galaxy prior, comma separated (default: all observed)")
-    learn.add_argument("--pixel-scale", type=float, default=0.05, help="arcsec per model pixel (default 0.05)")
-    learn.add_argument("--stamp", type=int, default=48, help="galaxy stamp side in model pixels (default 48)")
-    learn.add_argument("--psf-fwhm", type=float, default=0.07, help="model PSF FWHM in arcsec (default 0.07)")
-    learn.add_argument("--train-steps", type=int, default=500, help="optimizer steps per lap (default 500)")
+    learn.add_argument(
+        "--bands", help="bands of the galaxy prior, comma separated (default: all observed)"
+    )
+    learn.add_argument(
+        "--pixel-scale", type=float, default=0.05, help="arcsec per model pixel (default 0.05)"
+    )
+    learn.add_argument(
+        "--stamp", type=int, default=48, help="galaxy stamp side in model pixels (default 48)"
+    )
+    learn.add_argument(
+        "--psf-fwhm", type=float, default=0.07, help="model PSF FWHM in arcsec (default 0.07)"
+    )
+    learn.add_argument(
+        "--train-steps", type=int, default=500, help="optimizer steps per lap (default 500)"
+    )
     learn.add_argument("--batch-size", type=int, default=32)
     learn.add_argument("--seed", type=int, default=0)
     learn.set_defaults(func=cmd_learn)
 
-    simulate = sub.add_parser("simulate", parents=[quiet], help="simulate blends with truth (galsim)",
-                              epilog=SIMULATE_EXAMPLES, formatter_class=fmt)
+    simulate = sub.add_parser(
+        "simulate",
+        parents=[quiet],
+        help="simulate blends with truth (galsim)",
+        epilog=SIMULATE_EXAMPLES,
+        formatter_class=fmt,
+    )
     simulate.add_argument("outdir")
-    simulate.add_argument("--survey", action="append", help="survey preset (repeat: hsc, hst, lsst, euclid)")
+    simulate.add_argument(
+        "--survey", action="append", help="survey preset (repeat: hsc, hst, lsst, euclid)"
+    )
     simulate.add_argument("--n-blends", type=int, default=10)
     simulate.add_argument("--n-sky", type=int, default=5)
     simulate.add_argument("--galaxy-type", choices=["parametric", "real"], default="parametric")
     simulate.add_argument("--seed", type=int, default=0)
     simulate.set_defaults(func=cmd_simulate)
 
-    info = sub.add_parser("info", parents=[quiet], help="describe a prior directory", epilog=INFO_EXAMPLES,
-                          formatter_class=fmt)
+    info = sub.add_parser(
+        "info",
+        parents=[quiet],
+        help="describe a prior directory",
+        epilog=INFO_EXAMPLES,
+        formatter_class=fmt,
+    )
     info.add_argument("prior", nargs="?", help="prior directory (default: the shipped priors)")
     info.set_defaults(func=cmd_info)
     return parser

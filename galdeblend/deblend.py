@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
-import numpy as np
 import torch
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
@@ -102,14 +101,22 @@ def deblend(
         if log_prob_steps > 0:
             lp = float(_log_prob(prior, mean.to(device, dtype), steps=log_prob_steps, seed=seed)[0])
         scale = inst.scale.reshape(-1, 1, 1)
-        results.append(InstanceResult(inst.id, inst.kind, inst.frame, x.numpy() * scale, inst.center,
-                                      inst.observation, lp))
+        results.append(
+            InstanceResult(
+                inst.id, inst.kind, inst.frame, x.numpy() * scale, inst.center, inst.observation, lp
+            )
+        )
     models = [m[0].numpy() for m in problem.split(model[None])]
     provenance = {
         "version": galdeblend.__version__,
         "priors": priors.metadata.get("name", "custom"),
-        "sampler": sampler, "steps": steps, "corrections": corrections, "tau": tau,
-        "cg_iterations": cg_iterations, "n_samples": n_samples, "seed": seed,
+        "sampler": sampler,
+        "steps": steps,
+        "corrections": corrections,
+        "tau": tau,
+        "cg_iterations": cg_iterations,
+        "n_samples": n_samples,
+        "seed": seed,
         "inputs": [o.source for o in observations],
     }
     return DeblendResult(observations, results, models, provenance)

@@ -66,9 +66,7 @@ def degrade(sharp: Observation, target: Observation, *, band: str | None = None)
     )
     image = np.where(sharp.mask[s], 0.0, sharp.data[s]).astype(np.float64)
     x = torch.from_numpy(image)[None, None]
-    resample = Resample(
-        sharp.wcs, image.shape, target.wcs, target.shape[1:], pixel_response=False
-    )
+    resample = Resample(sharp.wcs, image.shape, target.wcs, target.shape[1:], pixel_response=False)
     y = resample(Convolve(torch.from_numpy(K))(x))[0, 0].numpy()
     H, W = target.shape[1:]
     yy, xx = np.mgrid[0:H, 0:W]

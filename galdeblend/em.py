@@ -23,9 +23,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -70,7 +70,14 @@ class View:
         return self.y.shape[0]
 
 
-def lap_plan(kinds: Sequence[str], *, laps: int, gaussian_laps: int, algorithm: str, order: Sequence[str] | None):
+def lap_plan(
+    kinds: Sequence[str],
+    *,
+    laps: int,
+    gaussian_laps: int,
+    algorithm: str,
+    order: Sequence[str] | None,
+):
     """The list of laps: ``(stage_kinds_learned, phase)`` with phase "gaussian" or "diffusion"."""
     phases = ["gaussian"] * gaussian_laps + ["diffusion"] * laps
     if algorithm == "joint":
@@ -154,16 +161,23 @@ def em(
     train = dict(train or {})
     sampling = dict(sampling or {})
     _validate_views(views, priors)
-    plan = lap_plan([k for k in kinds if k not in frozen], laps=laps, gaussian_laps=gaussian_laps,
-                    algorithm=algorithm, order=order)
+    plan = lap_plan(
+        [k for k in kinds if k not in frozen],
+        laps=laps,
+        gaussian_laps=gaussian_laps,
+        algorithm=algorithm,
+        order=order,
+    )
     current: dict = {}
     for kind, prior in priors.items():
         if kind in frozen or isinstance(prior, GaussianPrior) or gaussian_laps == 0:
             current[kind] = prior
         else:
             current[kind] = (init or {}).get(kind) or GaussianPrior(
-                torch.zeros(prior.shape), 1.0,
-                sigma_min=prior.schedule.sigma_min, sigma_max=prior.schedule.sigma_max,
+                torch.zeros(prior.shape),
+                1.0,
+                sigma_min=prior.schedule.sigma_min,
+                sigma_max=prior.schedule.sigma_max,
             )
     start = 0
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -181,24 +195,42 @@ def em(
         if algorithm == "sequential":
             stage = plan.index(next(p for p in plan if p[0] == learned))
             seen = {k for (ks, _) in plan[: stage + 1] for k in ks} | frozen
-            lap_views = [v for v in views if set(v.sources) <= seen and learned_set & set(v.sources)]
+            lap_views = [
+                v for v in views if set(v.sources) <= seen and learned_set & set(v.sources)
+            ]
         else:
             lap_views = [v for v in views if learned_set & set(v.sources)]
-        samples = _e_step(lap_views, current, chunk_size=chunk_size, sampling=sampling, seed=lap_seed)
+        samples = _e_step(
+            lap_views, current, chunk_size=chunk_size, sampling=sampling, seed=lap_seed
+        )
         for kind in learned:
             x = samples[kind]
             if filter is not None:
                 x = filter(kind, x)
             if phase == "gaussian" or isinstance(priors[kind], GaussianPrior):
                 current[kind] = GaussianPrior(
-                    x.new_zeros(x.shape[1:]), 1.0,
-                    sigma_min=current[kind].schedule.sigma_min, sigma_max=current[kind].schedule.sigma_max,
+                    x.new_zeros(x.shape[1:]),
+                    1.0,
+                    sigma_min=current[kind].schedule.sigma_min,
+                    sigma_max=current[kind].schedule.sigma_max,
                 ).fit(x, gaussian_rank)
             else:
-                current[kind] = priors[kind].fit(x, **{"seed": lap_seed, "progress": progress, **train})
+                current[kind] = priors[kind].fit(
+                    x, **{"seed": lap_seed, "progress": progress, **train}
+                )
         if checkpoint_dir is not None:
-            _save_lap(checkpoint_dir, lap, current, {"phase": phase, "learned": list(learned), "seed": seed,
-                                                      "algorithm": algorithm, "n_laps": len(plan)})
+            _save_lap(
+                checkpoint_dir,
+                lap,
+                current,
+                {
+                    "phase": phase,
+                    "learned": list(learned),
+                    "seed": seed,
+                    "algorithm": algorithm,
+                    "n_laps": len(plan),
+                },
+            )
         bar.update(1)
     bar.close()
     return current
@@ -214,7 +246,9 @@ def _validate_views(views: Sequence[View], priors: Mapping) -> None:
                 f"views[{i}] ({view.name}): {len(view.operators)} operators for {len(view.sources)} sources"
             )
         try:
-            validate_problem([priors[k] for k in view.sources], view.y, view.operators, view.noise_variance)
+            validate_problem(
+                [priors[k] for k in view.sources], view.y, view.operators, view.noise_variance
+            )
         except InputError as err:
             raise InputError(f"views[{i}] ({view.name}): {err}") from err
 
@@ -226,7 +260,9 @@ def _select(view: View, index: Tensor):
     return view.y[index], var, [A[index] for A in view.operators]
 
 
-def _e_step(views: Sequence[View], current: Mapping, *, chunk_size: int | None, sampling: Mapping, seed: int):
+def _e_step(
+    views: Sequence[View], current: Mapping, *, chunk_size: int | None, sampling: Mapping, seed: int
+):
     """One posterior sample per source of each (chunk of each) view, grouped by kind."""
     by_kind: dict[str, list[Tensor]] = {}
     generator = torch.Generator().manual_seed(seed)
@@ -238,8 +274,14 @@ def _e_step(views: Sequence[View], current: Mapping, *, chunk_size: int | None, 
             index = torch.arange(N)
         y, var, ops = _select(view, index)
         samples = sample_posterior(
-            [current[k] for k in view.sources], y, ops, var,
-            n_samples=1, seed=seed + 7 * v, item_ids=index.tolist(), **sampling,
+            [current[k] for k in view.sources],
+            y,
+            ops,
+            var,
+            n_samples=1,
+            seed=seed + 7 * v,
+            item_ids=index.tolist(),
+            **sampling,
         )
         for kind, x in zip(view.sources, samples):
             by_kind.setdefault(kind, []).append(x[:, 0])
@@ -261,7 +303,9 @@ def _save_lap(checkpoint_dir: Path, lap: int, current: Mapping, state: dict) -> 
 
 def _load_last_lap(checkpoint_dir: Path, current: dict, plan) -> tuple[int, dict]:
     """The lap to start from and the priors after the last complete lap."""
-    done = sorted(p for p in checkpoint_dir.glob("lap_[0-9][0-9][0-9][0-9]") if (p / "state.json").is_file())
+    done = sorted(
+        p for p in checkpoint_dir.glob("lap_[0-9][0-9][0-9][0-9]") if (p / "state.json").is_file()
+    )
     if not done:
         return 0, current
     last = done[-1]

@@ -12,8 +12,8 @@ include their own pixel; see :mod:`galdeblend.operators.psf_matching`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import galsim
 import numpy as np

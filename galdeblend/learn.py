@@ -9,7 +9,7 @@ of sky alone. :func:`galdeblend.em.em` then learns both kinds.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from astropy.coordinates import SkyCoord
@@ -39,8 +39,12 @@ def new_priors(
     torch.manual_seed(seed)
     C = galaxy_frame.shape[0]
     backbone = UNet(C, channels=tuple(channels), attention_levels=tuple(attention_levels))
-    galaxy = DiffusionPrior(backbone, shape=galaxy_frame.shape, sigma_min=sigma_min, sigma_max=sigma_max)
-    sky = GaussianPrior(torch.zeros(1, SKY_GRID, SKY_GRID), 1.0, sigma_min=sigma_min, sigma_max=sigma_max)
+    galaxy = DiffusionPrior(
+        backbone, shape=galaxy_frame.shape, sigma_min=sigma_min, sigma_max=sigma_max
+    )
+    sky = GaussianPrior(
+        torch.zeros(1, SKY_GRID, SKY_GRID), 1.0, sigma_min=sigma_min, sigma_max=sigma_max
+    )
     return Priors({"galaxy": galaxy, "sky": sky}, galaxy_frame)
 
 
@@ -131,8 +135,14 @@ def learn(
     metadata = {
         **priors.metadata,
         "training": {
-            "fields": len(fields), "blank_fields": len(blank), "laps": laps, "gaussian_laps": gaussian_laps,
-            "algorithm": algorithm, "seed": seed, "train": train or {}, "sampling": sampling,
+            "fields": len(fields),
+            "blank_fields": len(blank),
+            "laps": laps,
+            "gaussian_laps": gaussian_laps,
+            "algorithm": algorithm,
+            "seed": seed,
+            "train": train or {},
+            "sampling": sampling,
             "inputs": sorted({o.source for f in list(fields) + list(blank) for o in f}),
         },
     }

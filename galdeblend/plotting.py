@@ -18,8 +18,14 @@ def _show(ax, image: np.ndarray, title: str, *, symmetric: bool = False) -> None
     scale = scale if scale > 0 else 1.0
     shown = np.arcsinh(image / (0.05 * scale))
     limit = np.arcsinh(1 / 0.05)
-    ax.imshow(shown, origin="lower", cmap="RdBu_r" if symmetric else "gray_r",
-              vmin=-limit if symmetric else np.arcsinh(-0.1 / 0.05), vmax=limit, interpolation="nearest")
+    ax.imshow(
+        shown,
+        origin="lower",
+        cmap="RdBu_r" if symmetric else "gray_r",
+        vmin=-limit if symmetric else np.arcsinh(-0.1 / 0.05),
+        vmax=limit,
+        interpolation="nearest",
+    )
     ax.set_title(title, fontsize=7)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -42,14 +48,20 @@ def summary_figure(result: DeblendResult, path: str | os.PathLike) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.7 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for i, (obs, model, resid) in enumerate(zip(result.observations, result.models, result.residuals())):
+    for i, (obs, model, resid) in enumerate(
+        zip(result.observations, result.models, result.residuals())
+    ):
         name = os.path.basename(obs.source)
-        for j, (image, title) in enumerate([(obs.data.sum(0), f"{name}: data"), (model.sum(0), "model")]):
+        for j, (image, title) in enumerate(
+            [(obs.data.sum(0), f"{name}: data"), (model.sum(0), "model")]
+        ):
             axes[i, j].axis("on")
             _show(axes[i, j], image, title)
         chi = np.where(obs.mask, 0.0, resid / np.sqrt(obs.variance)).sum(0) / np.sqrt(obs.shape[0])
         axes[i, 2].axis("on")
-        axes[i, 2].imshow(chi, origin="lower", cmap="RdBu_r", vmin=-5, vmax=5, interpolation="nearest")
+        axes[i, 2].imshow(
+            chi, origin="lower", cmap="RdBu_r", vmin=-5, vmax=5, interpolation="nearest"
+        )
         axes[i, 2].set_title("residual / sigma", fontsize=7)
         axes[i, 2].set_xticks([])
         axes[i, 2].set_yticks([])
@@ -57,7 +69,9 @@ def summary_figure(result: DeblendResult, path: str | os.PathLike) -> None:
         r, c = n_obs + k // 4, 2 * (k % 4)
         if c + 1 >= cols:
             continue
-        for j, (image, title) in enumerate([(gal.mean.sum(0), f"galaxy {gal.id}: mean"), (gal.std.sum(0), "std")]):
+        for j, (image, title) in enumerate(
+            [(gal.mean.sum(0), f"galaxy {gal.id}: mean"), (gal.std.sum(0), "std")]
+        ):
             axes[r, c + j].axis("on")
             _show(axes[r, c + j], image, title)
     fig.tight_layout()

@@ -17,7 +17,7 @@ The cost is linear in the number of sources.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -27,7 +27,13 @@ from galdeblend.diffusion.schedule import VESchedule
 from galdeblend.errors import InputError
 from galdeblend.operators.base import LinearOperator
 
-__all__ = ["JointPosteriorDenoiser", "conjugate_gradient", "sample_posterior", "validate_problem", "chunk_generator"]
+__all__ = [
+    "JointPosteriorDenoiser",
+    "conjugate_gradient",
+    "sample_posterior",
+    "validate_problem",
+    "chunk_generator",
+]
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
@@ -148,7 +154,9 @@ class JointPosteriorDenoiser:
 
             def vjp(ws: Sequence[Tensor]) -> list[Tensor]:
                 grads_out = [torch.cat([ws[i] for i in members]) for _, members in self.groups]
-                return self._ungroup(torch.autograd.grad(outs, leaves, grads_out, retain_graph=True), B)
+                return self._ungroup(
+                    torch.autograd.grad(outs, leaves, grads_out, retain_graph=True), B
+                )
 
             sigma2 = _per_item(sigma_t**2, self.y)
             var = self.noise_variance.to(self.y.dtype)
@@ -174,18 +182,28 @@ class JointPosteriorDenoiser:
     def _solve(self, cov_y, r: Tensor, sigma_t: Tensor, var: Tensor) -> Tensor:
         """CG, then a regularized re-solve of the items whose residual stayed large."""
         v, res = conjugate_gradient(cov_y, r, iterations=self.cg_iterations)
-        residual = res.flatten(1).norm(dim=1) / r.to(torch.float64).flatten(1).norm(dim=1).clamp_min(1e-30)
-        bad = ~torch.isfinite(residual) | (residual > self.resolve_threshold) | ~torch.isfinite(v).flatten(1).all(1)
+        residual = res.flatten(1).norm(dim=1) / r.to(torch.float64).flatten(1).norm(
+            dim=1
+        ).clamp_min(1e-30)
+        bad = (
+            ~torch.isfinite(residual)
+            | (residual > self.resolve_threshold)
+            | ~torch.isfinite(v).flatten(1).all(1)
+        )
         if not bad.any():
             return v
         lam = self.regularization * (var.expand_as(r).flatten(1).mean(1) + sigma_t**2)
         lam = _per_item(lam, r)
-        v_reg, _ = conjugate_gradient(lambda p: cov_y(p) + lam * p, r, iterations=self.cg_iterations)
+        v_reg, _ = conjugate_gradient(
+            lambda p: cov_y(p) + lam * p, r, iterations=self.cg_iterations
+        )
         v_reg = torch.nan_to_num(v_reg, nan=0.0, posinf=0.0, neginf=0.0)
         return torch.where(_per_item(bad, v).bool(), v_reg, v)
 
 
-def validate_problem(priors: Sequence, y: Tensor, operators: Sequence[LinearOperator], noise_variance) -> Tensor:
+def validate_problem(
+    priors: Sequence, y: Tensor, operators: Sequence[LinearOperator], noise_variance
+) -> Tensor:
     """Check shapes and values of a posterior problem; returns the noise variance as a tensor.
 
     Raises
@@ -196,9 +214,13 @@ def validate_problem(priors: Sequence, y: Tensor, operators: Sequence[LinearOper
         broadcast or is not > 0, or ``y`` holds NaN or infinity.
     """
     if not isinstance(y, Tensor) or y.ndim < 2:
-        raise InputError(f"y: expected a tensor of shape (B, *obs_shape), got {getattr(y, 'shape', type(y))}")
+        raise InputError(
+            f"y: expected a tensor of shape (B, *obs_shape), got {getattr(y, 'shape', type(y))}"
+        )
     if len(priors) != len(operators):
-        raise InputError(f"operators: {len(operators)} operators for {len(priors)} priors (one per source expected)")
+        raise InputError(
+            f"operators: {len(operators)} operators for {len(priors)} priors (one per source expected)"
+        )
     if not torch.isfinite(y).all():
         raise InputError(f"y: {int((~torch.isfinite(y)).sum())} values are NaN or infinite")
     obs_shape = tuple(y.shape[1:])
@@ -218,11 +240,17 @@ def validate_problem(priors: Sequence, y: Tensor, operators: Sequence[LinearOper
     try:
         torch.broadcast_shapes(var.shape, y.shape)
     except RuntimeError as err:
-        raise InputError(f"noise_variance: shape {tuple(var.shape)} does not broadcast against y {tuple(y.shape)}") from err
+        raise InputError(
+            f"noise_variance: shape {tuple(var.shape)} does not broadcast against y {tuple(y.shape)}"
+        ) from err
     if torch.broadcast_shapes(var.shape, y.shape) != y.shape:
-        raise InputError(f"noise_variance: shape {tuple(var.shape)} is larger than y {tuple(y.shape)}")
+        raise InputError(
+            f"noise_variance: shape {tuple(var.shape)} is larger than y {tuple(y.shape)}"
+        )
     if not (torch.isfinite(var) & (var > 0)).all():
-        raise InputError("noise_variance: must be finite and > 0 everywhere (mask bad pixels in the operator instead)")
+        raise InputError(
+            "noise_variance: must be finite and > 0 everywhere (mask bad pixels in the operator instead)"
+        )
     return var
 
 
@@ -337,4 +365,6 @@ def chunk_generator(seed: int, first_id: int, size: int, device) -> torch.Genera
     chunk, so shards that split a set at chunk boundaries reproduce the
     single-process samples exactly.
     """
-    return torch.Generator(device).manual_seed(hash((int(seed), int(first_id), int(size))) & 0x7FFF_FFFF_FFFF_FFFF)
+    return torch.Generator(device).manual_seed(
+        hash((int(seed), int(first_id), int(size))) & 0x7FFF_FFFF_FFFF_FFFF
+    )

@@ -66,14 +66,18 @@ class Priors:
         directory.mkdir(parents=True, exist_ok=True)
         for kind, prior in self.kinds.items():
             save_prior(prior, directory / kind)
-        header = {"format_version": FORMAT_VERSION, "galaxy_frame": self.galaxy_frame.to_dict(),
-                  "kinds": list(self.kinds), "metadata": self.metadata}
+        header = {
+            "format_version": FORMAT_VERSION,
+            "galaxy_frame": self.galaxy_frame.to_dict(),
+            "kinds": list(self.kinds),
+            "metadata": self.metadata,
+        }
         tmp = directory / ".priors.json.tmp"
         tmp.write_text(json.dumps(header, indent=2))
         os.replace(tmp, directory / "priors.json")
 
     @classmethod
-    def load(cls, directory: str | os.PathLike | None = None, *, device: str = "cpu") -> "Priors":
+    def load(cls, directory: str | os.PathLike | None = None, *, device: str = "cpu") -> Priors:
         """Read a prior set (default: the shipped one)."""
         directory = Path(directory) if directory is not None else default_priors_path()
         path = directory / "priors.json"
@@ -91,14 +95,16 @@ class Priors:
         """A human-readable summary (``galdeblend info``)."""
         f = self.galaxy_frame
         lines = [
-            f"galaxy frame: {f.shape[1]}x{f.shape[2]} px at {f.pixel_scale}\"/px, bands {', '.join(f.bands)}, "
-            f"model PSF FWHM {f.psf_fwhm}\"",
+            f'galaxy frame: {f.shape[1]}x{f.shape[2]} px at {f.pixel_scale}"/px, bands {", ".join(f.bands)}, '
+            f'model PSF FWHM {f.psf_fwhm}"',
         ]
         for kind, prior in self.kinds.items():
             config = prior.config()
             what = config.get("backbone", "Gaussian")
-            lines.append(f"{kind}: {type(prior).__name__} ({what}), shape {tuple(prior.shape)}, "
-                         f"sigma {prior.schedule.sigma_min:g}..{prior.schedule.sigma_max:g}")
+            lines.append(
+                f"{kind}: {type(prior).__name__} ({what}), shape {tuple(prior.shape)}, "
+                f"sigma {prior.schedule.sigma_min:g}..{prior.schedule.sigma_max:g}"
+            )
         for key, value in self.metadata.items():
             lines.append(f"{key}: {json.dumps(value) if not isinstance(value, str) else value}")
         return "\n".join(lines)

@@ -51,7 +51,11 @@ class InstanceResult:
     @property
     def std(self) -> np.ndarray:
         """Posterior standard deviation ``(C, H, W)`` (0 with one sample)."""
-        return self.samples.std(axis=0, ddof=1) if len(self.samples) > 1 else np.zeros(self.samples.shape[1:])
+        return (
+            self.samples.std(axis=0, ddof=1)
+            if len(self.samples) > 1
+            else np.zeros(self.samples.shape[1:])
+        )
 
     def flux(self) -> tuple[np.ndarray, np.ndarray]:
         """Total flux per band: posterior mean and standard deviation, each ``(C,)``."""

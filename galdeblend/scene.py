@@ -19,22 +19,20 @@ works on ``x_b`` of order unity, the sky holds ``scale * x_b``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
-from astropy.wcs import WCS
 from torch import Tensor
 
 from galdeblend.errors import InputError
-from galdeblend.frames import Frame, _tan_wcs
+from galdeblend.frames import Frame, _tan_wcs, observation_operator
 from galdeblend.io.observation import Observation
 from galdeblend.operators.astro import SelectBands
 from galdeblend.operators.base import Compose, Interpolate, LinearOperator, Mask, Stack
-from galdeblend.frames import observation_operator
 
 __all__ = [
     "PriorFrame",
@@ -83,15 +81,26 @@ class PriorFrame:
             galsim.ImageD(side, side, scale=self.pixel_scale)
         )
         psf = image.array / image.array.sum()
-        return Frame(self.shape, _tan_wcs(center, self.pixel_scale, (H, W)), self.bands, np.repeat(psf[None], C, 0))
+        return Frame(
+            self.shape,
+            _tan_wcs(center, self.pixel_scale, (H, W)),
+            self.bands,
+            np.repeat(psf[None], C, 0),
+        )
 
     def to_dict(self) -> dict:
-        return {"shape": list(self.shape), "pixel_scale": self.pixel_scale, "bands": list(self.bands),
-                "psf_fwhm": self.psf_fwhm}
+        return {
+            "shape": list(self.shape),
+            "pixel_scale": self.pixel_scale,
+            "bands": list(self.bands),
+            "psf_fwhm": self.psf_fwhm,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PriorFrame":
-        return cls(tuple(d["shape"]), float(d["pixel_scale"]), tuple(d["bands"]), float(d["psf_fwhm"]))
+    def from_dict(cls, d: dict) -> PriorFrame:
+        return cls(
+            tuple(d["shape"]), float(d["pixel_scale"]), tuple(d["bands"]), float(d["psf_fwhm"])
+        )
 
 
 @dataclass
@@ -172,8 +181,8 @@ def detect_sources(
     coarsest observation first). The ``max_sources`` of highest signal-to-noise are kept.
     """
     from astropy.convolution import convolve
-    from photutils.segmentation import SourceCatalog, deblend_sources, detect_sources as _detect
-    from photutils.segmentation import make_2dgaussian_kernel
+    from photutils.segmentation import SourceCatalog, deblend_sources, make_2dgaussian_kernel
+    from photutils.segmentation import detect_sources as _detect
 
     found: list[tuple[float, SkyCoord]] = []
     order = sorted(range(len(observations)), key=lambda i: -observations[i].pixel_scale)
@@ -278,14 +287,18 @@ def place_instances(
     if positions is None:
         positions = detect_sources(observations, **detect_options)
     instances: list[Instance] = []
-    for center in (positions if not positions.isscalar else [positions]):
+    for center in positions if not positions.isscalar else [positions]:
         frame = galaxy_frame.at(center)
-        instances.append(Instance(len(instances), "galaxy", frame, _galaxy_scale(frame, observations), center))
+        instances.append(
+            Instance(len(instances), "galaxy", frame, _galaxy_scale(frame, observations), center)
+        )
     for i, obs in enumerate(observations):
         sigma = _noise_sigma(obs)
         for c in range(obs.shape[0]):
             frame = _sky_frame(obs, c, sky_grid)
-            instances.append(Instance(len(instances), "sky", frame, sigma[c : c + 1], observation=i, band=c))
+            instances.append(
+                Instance(len(instances), "sky", frame, sigma[c : c + 1], observation=i, band=c)
+            )
     return instances
 
 
@@ -293,8 +306,14 @@ def _sky_operator(obs: Observation, band: int, grid: int, scale: float) -> Linea
     """``(B, 1, g, g) -> (B, C, H, W)``: interpolate, scale, place in ``band``, mask."""
     C, H, W = obs.shape
     good = torch.from_numpy((~obs.mask).astype(np.float64))
-    return Compose([Mask(good), SelectBands([band], C).T, Mask(torch.tensor(float(scale), dtype=torch.float64)),
-                    Interpolate((grid, grid), (H, W))])
+    return Compose(
+        [
+            Mask(good),
+            SelectBands([band], C).T,
+            Mask(torch.tensor(float(scale), dtype=torch.float64)),
+            Interpolate((grid, grid), (H, W)),
+        ]
+    )
 
 
 def build_problem(observations: Sequence[Observation], instances: Sequence[Instance]) -> Problem:
@@ -305,11 +324,16 @@ def build_problem(observations: Sequence[Observation], instances: Sequence[Insta
         ops: list[LinearOperator | None] = []
         for i, obs in enumerate(observations):
             if inst.kind == "sky":
-                op = _sky_operator(obs, inst.band, inst.frame.shape[1], float(inst.scale[0])) \
-                    if inst.observation == i else None
+                op = (
+                    _sky_operator(obs, inst.band, inst.frame.shape[1], float(inst.scale[0]))
+                    if inst.observation == i
+                    else None
+                )
             elif any(b in inst.frame.bands for b in obs.bands):
                 scale = torch.from_numpy(inst.scale.astype(np.float64))[:, None, None]
-                A_ib = observation_operator(inst.frame, obs, kernel_flux_fraction=KERNEL_FLUX_FRACTION)
+                A_ib = observation_operator(
+                    inst.frame, obs, kernel_flux_fraction=KERNEL_FLUX_FRACTION
+                )
                 op = Compose([A_ib, Mask(scale)])
             else:
                 op = None
@@ -318,7 +342,9 @@ def build_problem(observations: Sequence[Observation], instances: Sequence[Insta
     y = torch.cat([torch.from_numpy(np.where(o.mask, 0.0, o.data)).flatten() for o in observations])
     var = torch.cat([torch.from_numpy(o.variance).flatten() for o in observations])
     if not torch.isfinite(var).all() or (var <= 0).any():
-        raise InputError("observation variance must be finite and > 0 (the reader masks bad pixels)")
+        raise InputError(
+            "observation variance must be finite and > 0 (the reader masks bad pixels)"
+        )
     return Problem(y, var, operators, shapes)
 
 

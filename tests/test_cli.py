@@ -35,9 +35,25 @@ from galdeblend.simulate import simulate_dataset
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BANDS = ("g", "r", "i", "z", "y")
 TINY_FRAME = PriorFrame((5, 16, 16), 0.1, BANDS, 0.3)
-LEARN_OPTIONS = ("--laps", "2", "--gaussian-laps", "1", "--train-steps", "30", "--batch-size", "8",
-                 "--stamp", "16", "--pixel-scale", "0.1", "--psf-fwhm", "0.3", "--seed", "3",
-                 "-q")
+LEARN_OPTIONS = (
+    "--laps",
+    "2",
+    "--gaussian-laps",
+    "1",
+    "--train-steps",
+    "30",
+    "--batch-size",
+    "8",
+    "--stamp",
+    "16",
+    "--pixel-scale",
+    "0.1",
+    "--psf-fwhm",
+    "0.3",
+    "--seed",
+    "3",
+    "-q",
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +68,9 @@ def tiny_prior(tmp_path_factory) -> Path:
 def sims(tmp_path_factory) -> dict[str, list[Path]]:
     """Three 32x32 HSC blends and two blank-sky cutouts, by kind (``"blend"``, ``"sky"``)."""
     directory = tmp_path_factory.mktemp("sims")
-    manifest = simulate_dataset(directory, surveys=("hsc",), n_blends=3, n_sky=2, seed=11,
-                                stamp_arcsec=5.4, progress=False)
+    manifest = simulate_dataset(
+        directory, surveys=("hsc",), n_blends=3, n_sky=2, seed=11, stamp_arcsec=5.4, progress=False
+    )
     files: dict[str, list[Path]] = {"blend": [], "sky": []}
     for scene in manifest["scenes"]:
         files[scene["kind"]].append(directory / scene["cutouts"]["hsc"])
@@ -61,11 +78,24 @@ def sims(tmp_path_factory) -> dict[str, list[Path]]:
     return files
 
 
-def fast_run(prior: Path, out: Path, *cutouts: Path | str,
-             extra: tuple[str, ...] = ()) -> list[str]:
+def fast_run(
+    prior: Path, out: Path, *cutouts: Path | str, extra: tuple[str, ...] = ()
+) -> list[str]:
     """Arguments of a quick ``galdeblend run`` (2 samples, 2 sampler steps)."""
-    return ["run", *map(str, cutouts), "--prior", str(prior), "--samples", "2", "--steps", "2",
-            "--out", str(out), "-q", *extra]
+    return [
+        "run",
+        *map(str, cutouts),
+        "--prior",
+        str(prior),
+        "--samples",
+        "2",
+        "--steps",
+        "2",
+        "--out",
+        str(out),
+        "-q",
+        *extra,
+    ]
 
 
 def posterior_path(out: Path, cutout: Path) -> Path:
@@ -110,8 +140,9 @@ def check_posterior_file(path: Path, cutout: Path, n_samples: int) -> list[int]:
         np.testing.assert_array_equal(data, observation.data)
         np.testing.assert_array_equal(mask, observation.mask)
         assert np.isfinite(model).all() and np.abs(model).max() > 0
-        np.testing.assert_allclose(residual, np.where(mask, 0.0, data - model), rtol=1e-6,
-                                   atol=1e-6 * np.abs(data).max())
+        np.testing.assert_allclose(
+            residual, np.where(mask, 0.0, data - model), rtol=1e-6, atol=1e-6 * np.abs(data).max()
+        )
     return ids
 
 
@@ -130,20 +161,27 @@ def test_run_writes_posterior_summary_png_and_table(tiny_prior, sims, tmp_path, 
         assert (out / f"{cutout.stem}_summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         field_rows = [r for r in rows if r["field"] == cutout.stem]
         assert [int(r["id"]) for r in field_rows] == ids
-        galaxy_fluxes = [float(r[f"flux_{b}"]) for r in field_rows if r["kind"] == "galaxy"
-                         for b in BANDS]
+        galaxy_fluxes = [
+            float(r[f"flux_{b}"]) for r in field_rows if r["kind"] == "galaxy" for b in BANDS
+        ]
         assert galaxy_fluxes and np.isfinite(galaxy_fluxes).all()
     assert {r["field"] for r in rows} == {c.stem for c in sims["blend"]}
-    expected = [f"{c.stem}_{suffix}" for c in sims["blend"]
-                for suffix in ("posterior.fits", "summary.png")]
+    expected = [
+        f"{c.stem}_{suffix}" for c in sims["blend"] for suffix in ("posterior.fits", "summary.png")
+    ]
     assert sorted(p.name for p in out.iterdir()) == sorted([*expected, "summary.csv"])
 
 
 def test_entry_point_runs_as_a_module(tiny_prior, sims, tmp_path):
     out = tmp_path / "out"
     cutout = sims["blend"][0]
-    done = subprocess.run([sys.executable, "-m", "galdeblend", *fast_run(tiny_prior, out, cutout)],
-                          capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "galdeblend", *fast_run(tiny_prior, out, cutout)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "1 field(s) written" in done.stdout and "0 failure(s)" in done.stdout
     check_posterior_file(posterior_path(out, cutout), cutout, n_samples=2)
@@ -192,8 +230,22 @@ def test_config_file_sets_sampler_options(tiny_prior, sims, tmp_path):
     config.write_text("steps: 2\nsamples: 3\n")
     out = tmp_path / "out"
     cutout = sims["blend"][2]
-    assert main(["run", str(cutout), "--prior", str(tiny_prior), "--config", str(config),
-                 "--out", str(out), "-q"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(cutout),
+                "--prior",
+                str(tiny_prior),
+                "--config",
+                str(config),
+                "--out",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
     with fits.open(posterior_path(out, cutout)) as hdul:
         provenance = json.loads(hdul[0].header["PROVJSON"])
     assert provenance["steps"] == 2 and provenance["n_samples"] == 3
@@ -204,8 +256,22 @@ def test_config_file_unknown_key_is_named(tiny_prior, sims, tmp_path, capsys):
     config = tmp_path / "cfg.yaml"
     config.write_text("steps: 2\nstepz: 4\n")
     out = tmp_path / "out"
-    assert main(["run", str(sims["blend"][0]), "--prior", str(tiny_prior), "--config", str(config),
-                 "--out", str(out), "-q"]) != 0
+    assert (
+        main(
+            [
+                "run",
+                str(sims["blend"][0]),
+                "--prior",
+                str(tiny_prior),
+                "--config",
+                str(config),
+                "--out",
+                str(out),
+                "-q",
+            ]
+        )
+        != 0
+    )
     err = capsys.readouterr().err
     assert "stepz" in err and str(config) in err
     assert not out.exists()
@@ -249,8 +315,10 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float) -> None:
     end = time.monotonic() + timeout
     while not path.exists():
         if process.poll() is not None:
-            pytest.fail(f"learn ended (status {process.returncode}) before {path} appeared: "
-                        f"{process.stderr.read()}")
+            pytest.fail(
+                f"learn ended (status {process.returncode}) before {path} appeared: "
+                f"{process.stderr.read()}"
+            )
         if time.monotonic() > end:
             process.kill()
             pytest.fail(f"{path} did not appear within {timeout} s")
@@ -266,8 +334,12 @@ def test_learn_killed_mid_lap_resumes_to_the_same_priors(sims, tmp_path):
     command = [sys.executable, "-m", "galdeblend", "learn", *inputs, *LEARN_OPTIONS]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     lap0 = killed / "checkpoints" / "lap_0000"
-    options = {"env": subprocess_env(), "stdout": subprocess.PIPE, "stderr": subprocess.PIPE,
-               "text": True}
+    options = {
+        "env": subprocess_env(),
+        "stdout": subprocess.PIPE,
+        "stderr": subprocess.PIPE,
+        "text": True,
+    }
     # the uninterrupted reference runs alongside the killed run and its resumption
     reference = subprocess.Popen([*command, "--out", str(straight)], **options)
     try:
@@ -284,8 +356,12 @@ def test_learn_killed_mid_lap_resumes_to_the_same_priors(sims, tmp_path):
         assert not (killed / "checkpoints" / "lap_0001").exists(), "killed too late: lap 1 finished"
         lap0_inode = lap0.stat().st_ino
 
-        resumed = subprocess.run([*command, "--out", str(killed), "--resume"], capture_output=True,
-                                 **{k: options[k] for k in ("env", "text")}, timeout=600)
+        resumed = subprocess.run(
+            [*command, "--out", str(killed), "--resume"],
+            capture_output=True,
+            **{k: options[k] for k in ("env", "text")},
+            timeout=600,
+        )
         assert resumed.returncode == 0, resumed.stderr
         _, stderr = reference.communicate(timeout=600)
         assert reference.returncode == 0, stderr
@@ -332,8 +408,10 @@ def test_run_example_with_a_tiny_prior(tmp_path):
     assert check_example_run(tmp_path / "out", "--prior", str(prior))["priors"] == str(prior)
 
 
-@pytest.mark.skipif(not (default_priors_path() / "priors.json").is_file(),
-                    reason=f"the shipped default priors are not built yet (no "
-                    f"{default_priors_path() / 'priors.json'}; run data_recipes/default_priors.py)")
+@pytest.mark.skipif(
+    not (default_priors_path() / "priors.json").is_file(),
+    reason=f"the shipped default priors are not built yet (no "
+    f"{default_priors_path() / 'priors.json'}; run data_recipes/default_priors.py)",
+)
 def test_run_example_with_shipped_priors(tmp_path):
     assert check_example_run(tmp_path / "out")["priors"] == "default"

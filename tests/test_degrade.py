@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import astropy.units as u
 import galsim
 import numpy as np
 import pytest
-import astropy.units as u
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
@@ -21,12 +21,20 @@ from galdeblend.io.observation import Observation
 DATA = Path("/work/shared/data/hsc_hst_multires")
 
 
-def observation(data: np.ndarray, psf: np.ndarray, wcs: WCS, bands: tuple[str, ...], *, source: str = "<array>") -> Observation:
+def observation(
+    data: np.ndarray, psf: np.ndarray, wcs: WCS, bands: tuple[str, ...], *, source: str = "<array>"
+) -> Observation:
     """An Observation ``(C, H, W)`` with unit variance and no mask."""
     data = np.asarray(data, dtype=np.float64)
     psf = np.asarray(psf, dtype=np.float64)
     return Observation(
-        data, np.ones_like(data), np.zeros(data.shape, bool), psf / psf.sum(axis=(-2, -1), keepdims=True), wcs, bands, source=source
+        data,
+        np.ones_like(data),
+        np.zeros(data.shape, bool),
+        psf / psf.sum(axis=(-2, -1), keepdims=True),
+        wcs,
+        bands,
+        source=source,
     )
 
 
@@ -35,8 +43,20 @@ def hsc_hst() -> tuple[Observation, Observation]:
     hsc = fits.open(DATA / "Cut_HSC.fits")[0]
     hst = fits.open(DATA / "Cut_HST.fits")[0]
     return (
-        observation(hsc.data, fits.getdata(DATA / "PSF_HSC.fits"), WCS(hsc.header).celestial, tuple("grizy"), source="Cut_HSC.fits"),
-        observation(hst.data[None], fits.getdata(DATA / "PSF_HST.fits")[None], WCS(hst.header), ("F814W",), source="Cut_HST.fits"),
+        observation(
+            hsc.data,
+            fits.getdata(DATA / "PSF_HSC.fits"),
+            WCS(hsc.header).celestial,
+            tuple("grizy"),
+            source="Cut_HSC.fits",
+        ),
+        observation(
+            hst.data[None],
+            fits.getdata(DATA / "PSF_HST.fits")[None],
+            WCS(hst.header),
+            ("F814W",),
+            source="Cut_HST.fits",
+        ),
     )
 
 
@@ -75,14 +95,21 @@ def test_degrade_matches_galsim():
         wcs.wcs.crval = [center.ra.deg, center.dec.deg]
         wcs.wcs.crpix = list(crpix)
         a = np.deg2rad(angle_deg)
-        wcs.wcs.cd = scale / 3600 * np.diag([-1.0, 1.0]) @ np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        wcs.wcs.cd = (
+            scale
+            / 3600
+            * np.diag([-1.0, 1.0])
+            @ np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        )
         return wcs
 
     def draw(profile, wcs, shape):
         gs_wcs = galsim.AstropyWCS(wcs=wcs)
         x, y = wcs.world_to_pixel(center)
         image = galsim.ImageD(shape[1], shape[0], wcs=gs_wcs)
-        return profile.drawImage(image=image, center=galsim.PositionD(float(x) + 1, float(y) + 1)).array
+        return profile.drawImage(
+            image=image, center=galsim.PositionD(float(x) + 1, float(y) + 1)
+        ).array
 
     galaxy = galsim.DeVaucouleurs(half_light_radius=0.4, flux=20.0).shear(e1=0.2, e2=0.25)
     sharp_psf, broad_psf = galsim.Gaussian(fwhm=0.1), galsim.Moffat(beta=2.5, fwhm=0.65)
@@ -110,12 +137,19 @@ def test_degrade_matches_galsim():
 
 def test_degrade_errors(hsc_hst):
     hsc, hst = hsc_hst
-    with pytest.raises(InputError, match=r"target observation Cut_HSC.fits has bands \['g', 'r', 'i', 'z', 'y'\]; pass band="):
+    with pytest.raises(
+        InputError,
+        match=r"target observation Cut_HSC.fits has bands \['g', 'r', 'i', 'z', 'y'\]; pass band=",
+    ):
         degrade(hst, hsc)
-    no_psf = Observation(hst.data, hst.variance, hst.mask, None, hst.wcs, hst.bands, source="Cut_HST.fits")
+    no_psf = Observation(
+        hst.data, hst.variance, hst.mask, None, hst.wcs, hst.bands, source="Cut_HST.fits"
+    )
     with pytest.raises(InputError, match="sharp observation Cut_HST.fits needs a WCS and a PSF"):
         degrade(no_psf, hsc, band="i")
-    with pytest.raises(InputError, match=r"sharp observation Cut_HSC.fits has bands .*; pass band="):
+    with pytest.raises(
+        InputError, match=r"sharp observation Cut_HSC.fits has bands .*; pass band="
+    ):
         degrade(hsc, hst)
     hsc_i = observation(hsc.data[2:3], hsc.psf[2:3], hsc.wcs, ("i",))
     with pytest.raises(InputError, match="must be narrower than the observation PSF"):

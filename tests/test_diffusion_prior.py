@@ -17,8 +17,10 @@ def toy_samples(n, seed):
 
 def mmd2(x, y, bandwidth=0.5):
     """Unbiased squared maximum mean discrepancy with a Gaussian kernel."""
+
     def k(a, b):
         return torch.exp(-torch.cdist(a, b).square() / (2 * bandwidth**2))
+
     n, m = len(x), len(y)
     kxx = (k(x, x).sum() - n) / (n * (n - 1))
     kyy = (k(y, y).sum() - m) / (m * (m - 1))
@@ -27,15 +29,24 @@ def mmd2(x, y, bandwidth=0.5):
 
 def test_toy_prior_matches_truth(tmp_path):
     torch.manual_seed(0)
-    prior = DiffusionPrior(MLP(2, hidden_features=128, hidden_layers=3), sigma_min=1e-3, sigma_max=10.0)
+    prior = DiffusionPrior(
+        MLP(2, hidden_features=128, hidden_layers=3), sigma_min=1e-3, sigma_max=10.0
+    )
     prior.fit(toy_samples(8192, 0), steps=1500, batch_size=256, lr=2e-3, seed=0, progress=False)
     x = sample_prior(prior, 2048, steps=64, seed=1)
     truth = toy_samples(2048, 1)
     assert torch.linalg.norm(x.mean(0) - truth.mean(0)) < 0.1
-    assert torch.linalg.norm(torch.cov(x.T) - torch.cov(truth.T)) / torch.linalg.norm(torch.cov(truth.T)) < 0.15
+    assert (
+        torch.linalg.norm(torch.cov(x.T) - torch.cov(truth.T))
+        / torch.linalg.norm(torch.cov(truth.T))
+        < 0.15
+    )
     # Kernel two-sample statistic: model vs truth is close to truth vs truth and far from a Gaussian fit.
     same = mmd2(truth, toy_samples(2048, 2))
-    gauss = torch.randn(2048, 2, generator=torch.Generator().manual_seed(3)) @ torch.linalg.cholesky(torch.cov(truth.T)).T
+    gauss = (
+        torch.randn(2048, 2, generator=torch.Generator().manual_seed(3))
+        @ torch.linalg.cholesky(torch.cov(truth.T)).T
+    )
     model = mmd2(x, truth)
     assert model < 0.5 * mmd2(gauss + truth.mean(0), truth)
     assert model < same + 5e-3

@@ -31,8 +31,13 @@ def run_page_examples(page: str) -> doctest.TestResults:
     """Execute the ``>>>`` examples of ``docs/<page>.rst`` in one namespace."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # DataWarnings of the example files are expected
-        return doctest.testfile(str(DOCS / f"{page}.rst"), module_relative=False, optionflags=FLAGS,
-                                verbose=False, report=True)
+        return doctest.testfile(
+            str(DOCS / f"{page}.rst"),
+            module_relative=False,
+            optionflags=FLAGS,
+            verbose=False,
+            report=True,
+        )
 
 
 @pytest.mark.parametrize("page, minimum", [("python_api", 40), ("learning", 10)])
@@ -53,7 +58,9 @@ def undocumented(parsers: dict[str, argparse.ArgumentParser], text: str) -> list
     a section ``galdeblend NAME`` with the generated help and every option and positional."""
     missing = []
     for name, parser in parsers.items():
-        section = re.search(rf"^galdeblend {name}\n-+\n(.*?)(?=^galdeblend \w+\n-+\n|\Z)", text, re.S | re.M)
+        section = re.search(
+            rf"^galdeblend {name}\n-+\n(.*?)(?=^galdeblend \w+\n-+\n|\Z)", text, re.S | re.M
+        )
         if section is None:
             missing.append(f"section 'galdeblend {name}'")
             continue
@@ -84,7 +91,10 @@ def test_cli_page_check_finds_what_is_missing():
     parsers = subcommands()
     parsers["run"].add_argument("--not-documented-anywhere")
     parsers["nosuchcommand"] = argparse.ArgumentParser()
-    assert undocumented(parsers, text) == ["run --not-documented-anywhere", "section 'galdeblend nosuchcommand'"]
+    assert undocumented(parsers, text) == [
+        "run --not-documented-anywhere",
+        "section 'galdeblend nosuchcommand'",
+    ]
 
 
 def test_every_page_is_in_the_toctree():
@@ -101,7 +111,12 @@ def test_readme_links_to_existing_pages():
     assert "galdeblend run --example" in blocks[0]
     assert "pytest" in blocks[1]
     links = re.findall(r"<(docs/[\w/]+\.rst)>", readme)
-    assert {"docs/getting_started.rst", "docs/cli.rst", "docs/python_api.rst", "docs/output.rst"} <= set(links)
+    assert {
+        "docs/getting_started.rst",
+        "docs/cli.rst",
+        "docs/python_api.rst",
+        "docs/output.rst",
+    } <= set(links)
     missing = [link for link in links if not (REPO_ROOT / link).is_file()]
     assert not missing, f"README.rst links to missing pages: {missing}"
     assert "docs/_static/example_summary.png" in readme
@@ -119,7 +134,11 @@ def test_sphinx_doctest_builder_runs_every_example(tmp_path):
         timeout=900,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
-    report = (tmp_path / "output.txt").read_text(encoding="utf-8") if (tmp_path / "output.txt").is_file() else ""
+    report = (
+        (tmp_path / "output.txt").read_text(encoding="utf-8")
+        if (tmp_path / "output.txt").is_file()
+        else ""
+    )
     assert result.returncode == 0, result.stdout + result.stderr + report
     assert re.search(r"\n\s*0 failures in tests", report), report
     tested = int(re.search(r"(\d+) tests\n", report).group(1))

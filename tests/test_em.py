@@ -17,10 +17,18 @@ def contrastive_toy(N=1500, seed=0):
     """View 1 sees source a; view 2 sees a + b; each through random 3x4 projections."""
     g = torch.Generator().manual_seed(seed)
     truth = {
-        "a": GaussianPrior(torch.tensor([1.0, -1.0, 0.5, 0.0], dtype=DT), 0.05,
-                           torch.tensor([[1.0], [0.5], [-0.5], [0.2]], dtype=DT), sigma_max=30.0),
-        "b": GaussianPrior(torch.tensor([-0.5, 0.0, 1.0, 2.0], dtype=DT), 0.05,
-                           torch.tensor([[0.0], [0.8], [0.3], [-0.6]], dtype=DT), sigma_max=30.0),
+        "a": GaussianPrior(
+            torch.tensor([1.0, -1.0, 0.5, 0.0], dtype=DT),
+            0.05,
+            torch.tensor([[1.0], [0.5], [-0.5], [0.2]], dtype=DT),
+            sigma_max=30.0,
+        ),
+        "b": GaussianPrior(
+            torch.tensor([-0.5, 0.0, 1.0, 2.0], dtype=DT),
+            0.05,
+            torch.tensor([[0.0], [0.8], [0.3], [-0.6]], dtype=DT),
+            sigma_max=30.0,
+        ),
     }
 
     def projections():
@@ -47,8 +55,16 @@ def rel_err(A, B):
 def test_gaussian_em_recovers_both_sources(algorithm):
     truth, views = contrastive_toy()
     priors = {k: GaussianPrior(torch.zeros(4, dtype=DT), 1.0, sigma_max=30.0) for k in "ab"}
-    learned = em(views, priors, laps=0, gaussian_laps=24, algorithm=algorithm, gaussian_rank=1,
-                 sampling=dict(steps=32, sampler="ddim", cg_iterations=3, batch_size=1500), progress=False)
+    learned = em(
+        views,
+        priors,
+        laps=0,
+        gaussian_laps=24,
+        algorithm=algorithm,
+        gaussian_rank=1,
+        sampling=dict(steps=32, sampler="ddim", cg_iterations=3, batch_size=1500),
+        progress=False,
+    )
     for k in "ab":
         assert torch.linalg.norm(learned[k].mean - truth[k].mean) < 0.1
         assert rel_err(learned[k].covariance(), truth[k].covariance()) < 0.15
@@ -56,23 +72,44 @@ def test_gaussian_em_recovers_both_sources(algorithm):
 
 def test_lap_plans():
     assert lap_plan(["a", "b"], laps=1, gaussian_laps=2, algorithm="joint", order=None) == [
-        (("a", "b"), "gaussian"), (("a", "b"), "gaussian"), (("a", "b"), "diffusion")]
-    assert lap_plan(["a", "b"], laps=1, gaussian_laps=1, algorithm="sequential", order=["b", "a"]) == [
-        (("b",), "gaussian"), (("b",), "diffusion"), (("a",), "gaussian"), (("a",), "diffusion")]
+        (("a", "b"), "gaussian"),
+        (("a", "b"), "gaussian"),
+        (("a", "b"), "diffusion"),
+    ]
+    assert lap_plan(
+        ["a", "b"], laps=1, gaussian_laps=1, algorithm="sequential", order=["b", "a"]
+    ) == [(("b",), "gaussian"), (("b",), "diffusion"), (("a",), "gaussian"), (("a",), "diffusion")]
     with pytest.raises(InputError, match="algorithm: must be"):
         lap_plan(["a"], laps=1, gaussian_laps=1, algorithm="gibbs", order=None)
 
 
 def diffusion_priors():
     torch.manual_seed(0)
-    return {k: DiffusionPrior(MLP(4, hidden_features=32, hidden_layers=1, emb_features=16),
-                              sigma_min=1e-3, sigma_max=30.0).double() for k in "ab"}
+    return {
+        k: DiffusionPrior(
+            MLP(4, hidden_features=32, hidden_layers=1, emb_features=16),
+            sigma_min=1e-3,
+            sigma_max=30.0,
+        ).double()
+        for k in "ab"
+    }
 
 
 def run(views, checkpoint_dir, resume=False):
-    return em(views, diffusion_priors(), laps=2, gaussian_laps=2, gaussian_rank=1,
-              train=dict(steps=30, batch_size=64), sampling=dict(steps=8, batch_size=256),
-              chunk_size=200, checkpoint_dir=checkpoint_dir, resume=resume, seed=3, progress=False)
+    return em(
+        views,
+        diffusion_priors(),
+        laps=2,
+        gaussian_laps=2,
+        gaussian_rank=1,
+        train=dict(steps=30, batch_size=64),
+        sampling=dict(steps=8, batch_size=256),
+        chunk_size=200,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        seed=3,
+        progress=False,
+    )
 
 
 def test_killed_run_resumes_to_the_same_priors(tmp_path):
@@ -93,7 +130,9 @@ def test_killed_run_resumes_to_the_same_priors(tmp_path):
 def test_bad_views():
     _, views = contrastive_toy(N=10)
     priors = {"a": GaussianPrior(torch.zeros(4, dtype=DT), 1.0)}
-    with pytest.raises(InputError, match=r"views\[1\] \(a \+ b\): no prior for source kind\(s\) \['b'\]"):
+    with pytest.raises(
+        InputError, match=r"views\[1\] \(a \+ b\): no prior for source kind\(s\) \['b'\]"
+    ):
         em(views, priors, laps=0, gaussian_laps=1, progress=False)
     with pytest.raises(InputError, match="resume: needs checkpoint_dir"):
         em(views[:1], priors, laps=0, gaussian_laps=1, resume=True, progress=False)

@@ -16,19 +16,23 @@ from astropy.wcs import WCS
 
 from galdeblend.errors import InputError
 from galdeblend.frames import Frame, model_frame, observation_operator, sharpest_fwhm
-from galdeblend.operators.psf_matching import measure_fwhm
 from galdeblend.io.observation import Observation
 from galdeblend.operators import Convolve
+from galdeblend.operators.psf_matching import measure_fwhm
 
 DATA = Path("/work/shared/data/hsc_hst_multires")
 
 
-def observation(data: np.ndarray, psf: np.ndarray, wcs: WCS, bands: tuple[str, ...], mask=None) -> Observation:
+def observation(
+    data: np.ndarray, psf: np.ndarray, wcs: WCS, bands: tuple[str, ...], mask=None
+) -> Observation:
     """An Observation ``(C, H, W)`` with unit variance from arrays."""
     data = np.asarray(data, dtype=np.float64)
     mask = np.zeros(data.shape, bool) if mask is None else mask
     psf = np.asarray(psf, dtype=np.float64)
-    return Observation(data, np.ones_like(data), mask, psf / psf.sum(axis=(-2, -1), keepdims=True), wcs, bands)
+    return Observation(
+        data, np.ones_like(data), mask, psf / psf.sum(axis=(-2, -1), keepdims=True), wcs, bands
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +40,12 @@ def hsc_hst() -> tuple[Observation, Observation]:
     hsc = fits.open(DATA / "Cut_HSC.fits")[0]
     hst = fits.open(DATA / "Cut_HST.fits")[0]
     return (
-        observation(hsc.data, fits.getdata(DATA / "PSF_HSC.fits"), WCS(hsc.header).celestial, tuple("grizy")),
-        observation(hst.data[None], fits.getdata(DATA / "PSF_HST.fits")[None], WCS(hst.header), ("F814W",)),
+        observation(
+            hsc.data, fits.getdata(DATA / "PSF_HSC.fits"), WCS(hsc.header).celestial, tuple("grizy")
+        ),
+        observation(
+            hst.data[None], fits.getdata(DATA / "PSF_HST.fits")[None], WCS(hst.header), ("F814W",)
+        ),
     )
 
 
@@ -51,7 +59,9 @@ def test_model_frame_of_hsc_and_hst(hsc_hst):
     # It covers both footprints: every corner of each cutout falls inside the frame.
     for obs in (hsc, hst):
         _, h, w = obs.shape
-        corners = obs.wcs.pixel_to_world([-0.5, w - 0.5, w - 0.5, -0.5], [-0.5, -0.5, h - 0.5, h - 0.5])
+        corners = obs.wcs.pixel_to_world(
+            [-0.5, w - 0.5, w - 0.5, -0.5], [-0.5, -0.5, h - 0.5, h - 0.5]
+        )
         x, y = frame.wcs.world_to_pixel(corners)
         assert np.all((x >= -0.5) & (x <= W - 0.5) & (y >= -0.5) & (y <= H - 0.5))
     # North up: +y is north, +x is west.
@@ -61,7 +71,9 @@ def test_model_frame_of_hsc_and_hst(hsc_hst):
     fwhm_hst = measure_fwhm(hst.psf[0], hst.pixel_scale)
     assert sharpest_fwhm(hst) == pytest.approx(fwhm_hst)
     assert frame.psf.shape[0] == 6 and frame.psf.shape[1] % 2 == 1
-    gaussian = galsim.Gaussian(fwhm=0.8 * fwhm_hst).drawImage(nx=frame.psf.shape[2], ny=frame.psf.shape[1], scale=0.03)
+    gaussian = galsim.Gaussian(fwhm=0.8 * fwhm_hst).drawImage(
+        nx=frame.psf.shape[2], ny=frame.psf.shape[1], scale=0.03
+    )
     np.testing.assert_allclose(frame.psf[5], gaussian.array / gaussian.array.sum(), atol=1e-8)
     np.testing.assert_allclose(frame.psf.sum(axis=(1, 2)), 1.0)
 
@@ -81,7 +93,9 @@ def test_model_frame_errors(hsc_hst):
     hsc, _ = hsc_hst
     with pytest.raises(InputError, match="observations is empty"):
         model_frame([])
-    no_psf = Observation(hsc.data, hsc.variance, hsc.mask, None, hsc.wcs, hsc.bands, source="cut.fits")
+    no_psf = Observation(
+        hsc.data, hsc.variance, hsc.mask, None, hsc.wcs, hsc.bands, source="cut.fits"
+    )
     with pytest.raises(InputError, match=r"observation 0 \(cut.fits\) has no PSF"):
         model_frame([no_psf])
     with pytest.raises(InputError, match="psf_fwhm must be > 0"):
@@ -127,16 +141,25 @@ def test_observation_operator_matches_galsim():
     wcs.wcs.crval = [center.ra.deg + 0.1 / 3600, center.dec.deg - 0.05 / 3600]
     wcs.wcs.crpix = [15.4, 14.7]
     a = np.deg2rad(-35.0)
-    wcs.wcs.cd = 0.2 / 3600 * np.diag([-1.0, 1.0]) @ np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    wcs.wcs.cd = (
+        0.2
+        / 3600
+        * np.diag([-1.0, 1.0])
+        @ np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    )
     gs_wcs = galsim.AstropyWCS(wcs=wcs)
     psf = galsim.Moffat(beta=3.0, fwhm=0.7).shear(e1=0.1, e2=0.05)
-    psf_image = psf.drawImage(galsim.ImageD(31, 31, wcs=gs_wcs.jacobian(image_pos=galsim.PositionD(15, 15)))).array
+    psf_image = psf.drawImage(
+        galsim.ImageD(31, 31, wcs=gs_wcs.jacobian(image_pos=galsim.PositionD(15, 15)))
+    ).array
     galaxy = galsim.Sersic(n=1.5, half_light_radius=0.45, flux=50.0).shear(e1=-0.3, e2=0.2)
 
     def draw(profile, image_wcs, shape):
         x, y = image_wcs.world_to_pixel(center)
         image = galsim.ImageD(shape[1], shape[0], wcs=galsim.AstropyWCS(wcs=image_wcs))
-        return profile.drawImage(image=image, center=galsim.PositionD(float(x) + 1, float(y) + 1)).array
+        return profile.drawImage(
+            image=image, center=galsim.PositionD(float(x) + 1, float(y) + 1)
+        ).array
 
     y_ref = draw(galsim.Convolve(galaxy, psf), wcs, (30, 30))
     obs = observation(y_ref[None], psf_image[None], wcs, ("i",))

@@ -38,12 +38,16 @@ def test_fit_recovers_planted_covariance():
     truth = planted(D=20, r=3, seed=4)
     x = truth.sample(40000, seed=5)
     fitted = GaussianPrior(torch.zeros(20, dtype=torch.float64), 1.0).fit(x, rank=3)
-    err = torch.linalg.norm(fitted.covariance() - truth.covariance()) / torch.linalg.norm(truth.covariance())
+    err = torch.linalg.norm(fitted.covariance() - truth.covariance()) / torch.linalg.norm(
+        truth.covariance()
+    )
     assert err < 0.03
     assert torch.linalg.norm(fitted.mean - truth.mean) < 0.05 * math.sqrt(20)
     # PPCA alone (isotropic noise) cannot fit a non-isotropic diagonal: factor analysis must help.
     ppca = GaussianPrior(torch.zeros(20, dtype=torch.float64), 1.0).fit(x, rank=3, iterations=0)
-    err_ppca = torch.linalg.norm(ppca.covariance() - truth.covariance()) / torch.linalg.norm(truth.covariance())
+    err_ppca = torch.linalg.norm(ppca.covariance() - truth.covariance()) / torch.linalg.norm(
+        truth.covariance()
+    )
     assert err < err_ppca
 
 

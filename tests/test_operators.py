@@ -39,11 +39,13 @@ def test_matrix_shared_and_per_item():
 
 def test_mask_scale_downsample():
     m = (torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(2)) > 0.3).double()
-    assert_adjoint(Mask(m, per_item=True)[0:3 - 1], (3, 8, 8), (3, 8, 8), B=2)
+    assert_adjoint(Mask(m, per_item=True)[0 : 3 - 1], (3, 8, 8), (3, 8, 8), B=2)
     assert_adjoint(Scale(torch.tensor([1.0, 2.0, 3.0])), (5,), (5,))
     assert_adjoint(Downsample(2), (2, 8, 6), (2, 4, 3))
     x = torch.arange(16.0, dtype=torch.float64).reshape(1, 4, 4)
-    torch.testing.assert_close(Downsample(2).forward(x)[0], torch.tensor([[2.5, 4.5], [10.5, 12.5]], dtype=torch.float64))
+    torch.testing.assert_close(
+        Downsample(2).forward(x)[0], torch.tensor([[2.5, 4.5], [10.5, 12.5]], dtype=torch.float64)
+    )
     with pytest.raises(InputError, match="not a multiple of factor 3"):
         Downsample(3).forward(torch.zeros(1, 4, 4))
     with pytest.raises(InputError, match="positive integer"):

@@ -20,7 +20,9 @@ from galdeblend.operators.psf_matching import difference_kernel, relative_jacobi
 CENTER = SkyCoord(150.1 * u.deg, 2.2 * u.deg)
 
 
-def assert_adjoint(op: LinearOperator, in_shape: tuple[int, ...], *, seed: int = 0, rtol: float = 1e-5):
+def assert_adjoint(
+    op: LinearOperator, in_shape: tuple[int, ...], *, seed: int = 0, rtol: float = 1e-5
+):
     """Dot test ``<A x, y> = <x, A^T y>`` in float64 with random ``x`` and ``y``."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(in_shape, generator=g, dtype=torch.float64)
@@ -32,7 +34,9 @@ def assert_adjoint(op: LinearOperator, in_shape: tuple[int, ...], *, seed: int =
     assert abs(lhs - rhs) <= rtol * max(abs(lhs), abs(rhs)), (lhs, rhs)
 
 
-def tan_wcs(center: SkyCoord, scale: float, crpix: tuple[float, float], *, angle_deg: float = 0.0) -> WCS:
+def tan_wcs(
+    center: SkyCoord, scale: float, crpix: tuple[float, float], *, angle_deg: float = 0.0
+) -> WCS:
     """North-up (rotated by ``angle_deg``) east-left TAN WCS, ``scale`` arcsec per pixel."""
     wcs = WCS(naxis=2)
     wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
@@ -48,7 +52,9 @@ def galsim_wcs(wcs: WCS) -> galsim.BaseWCS:
     return galsim.AstropyWCS(wcs=wcs)
 
 
-def draw(profile: galsim.GSObject, wcs: WCS, shape: tuple[int, int], at: SkyCoord, **kwargs) -> np.ndarray:
+def draw(
+    profile: galsim.GSObject, wcs: WCS, shape: tuple[int, int], at: SkyCoord, **kwargs
+) -> np.ndarray:
     """galsim drawing of ``profile`` centred on ``at`` on the grid ``(shape, wcs)``."""
     x, y = wcs.world_to_pixel(at)
     image = galsim.ImageD(shape[1], shape[0], wcs=galsim_wcs(wcs))
@@ -67,7 +73,9 @@ def centroid(image: np.ndarray) -> tuple[float, float]:
 
 @pytest.mark.parametrize("kernel_shape", [(5, 3), (3, 7, 5), (2, 3, 5, 5)])
 def test_convolve_adjoint(kernel_shape):
-    kernel = torch.randn(kernel_shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    kernel = torch.randn(
+        kernel_shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
     assert_adjoint(Convolve(kernel), (2, 3, 17, 12))
 
 
@@ -157,8 +165,14 @@ def fine_and_coarse(angle_deg: float = 30.0):
 @pytest.mark.parametrize("pixel_response", [True, False])
 def test_resample_adjoint(pixel_response):
     fine, fine_shape, coarse, coarse_shape = fine_and_coarse()
-    assert_adjoint(Resample(fine, fine_shape, coarse, coarse_shape, pixel_response=pixel_response), (2, 2, *fine_shape))
-    assert_adjoint(Resample(coarse, coarse_shape, fine, fine_shape, pixel_response=pixel_response), (1, 3, *coarse_shape))
+    assert_adjoint(
+        Resample(fine, fine_shape, coarse, coarse_shape, pixel_response=pixel_response),
+        (2, 2, *fine_shape),
+    )
+    assert_adjoint(
+        Resample(coarse, coarse_shape, fine, fine_shape, pixel_response=pixel_response),
+        (1, 3, *coarse_shape),
+    )
 
 
 def test_resample_integer_offset_is_a_crop():
@@ -190,14 +204,20 @@ def test_resample_uses_sip_distortion():
     fine = tan_wcs(CENTER, 0.05, (61.0, 61.0))
     header = tan_wcs(CENTER, 0.1, (30.0, 30.0), angle_deg=-20.0).to_header()
     header["CTYPE1"], header["CTYPE2"] = "RA---TAN-SIP", "DEC--TAN-SIP"
-    header.update({"A_ORDER": 2, "B_ORDER": 2, "A_2_0": 2e-3, "A_1_1": -1e-3, "B_0_2": 1.5e-3, "B_1_1": 8e-4})
+    header.update(
+        {"A_ORDER": 2, "B_ORDER": 2, "A_2_0": 2e-3, "A_1_1": -1e-3, "B_0_2": 1.5e-3, "B_1_1": 8e-4}
+    )
     sip = WCS(header)
     assert sip.sip is not None
     where = SkyCoord(CENTER.ra + 1.2 * u.arcsec, CENTER.dec + 1.0 * u.arcsec)
     image = draw(galsim.Gaussian(fwhm=0.45), fine, (121, 121), where, method="no_pixel")
-    out = Resample(fine, (121, 121), sip, (59, 59))(torch.from_numpy(image)[None, None])[0, 0].numpy()
+    out = Resample(fine, (121, 121), sip, (59, 59))(torch.from_numpy(image)[None, None])[
+        0, 0
+    ].numpy()
     with_sip = np.array(sip.world_to_pixel(where), dtype=float)
-    without_sip = np.array(WCS(tan_wcs(CENTER, 0.1, (30.0, 30.0), angle_deg=-20.0).to_header()).world_to_pixel(where))
+    without_sip = np.array(
+        WCS(tan_wcs(CENTER, 0.1, (30.0, 30.0), angle_deg=-20.0).to_header()).world_to_pixel(where)
+    )
     assert np.hypot(*(with_sip - without_sip)) > 0.3  # the distortion matters here
     assert centroid(out) == pytest.approx(tuple(with_sip), abs=0.03)
 
@@ -219,7 +239,11 @@ def test_difference_kernel_reconverts_model_psf_to_obs_psf():
     assert K.shape[0] % 2 == 1 and K.sum() == pytest.approx(1.0)
     converted = fftconvolve(model_psf / model_psf.sum(), K, mode="full")
     side = converted.shape[0]
-    expected = galsim.Convolve(obs, galsim.Pixel(0.2)).drawImage(nx=side, ny=side, scale=0.03, method="no_pixel").array
+    expected = (
+        galsim.Convolve(obs, galsim.Pixel(0.2))
+        .drawImage(nx=side, ny=side, scale=0.03, method="no_pixel")
+        .array
+    )
     assert np.linalg.norm(converted - expected) / np.linalg.norm(expected) < 0.01
 
 
@@ -245,7 +269,13 @@ def test_difference_kernel_errors():
     with pytest.raises(InputError, match="psf_obs must be an odd-sized 2-D image"):
         difference_kernel(np.ones((4, 5)), narrow, pixel_scale_obs=0.2, pixel_scale_model=0.03)
     with pytest.raises(InputError, match="size must be a positive odd integer"):
-        difference_kernel(galsim.Moffat(beta=3, fwhm=0.8), narrow, pixel_scale_obs=0.2, pixel_scale_model=0.03, size=10)
+        difference_kernel(
+            galsim.Moffat(beta=3, fwhm=0.8),
+            narrow,
+            pixel_scale_obs=0.2,
+            pixel_scale_model=0.03,
+            size=10,
+        )
 
 
 def forward_model(angle_deg: float, obs_psf: galsim.GSObject, *, rotate_kernel: bool = True):
@@ -265,7 +295,9 @@ def forward_model(angle_deg: float, obs_psf: galsim.GSObject, *, rotate_kernel: 
         pixel_scale_model=0.03,
         obs_jacobian=relative_jacobian(coarse, fine) if rotate_kernel else None,
     )
-    A = Resample(fine, fine_shape, coarse, coarse_shape, pixel_response=False) @ Convolve(torch.from_numpy(K))
+    A = Resample(fine, fine_shape, coarse, coarse_shape, pixel_response=False) @ Convolve(
+        torch.from_numpy(K)
+    )
     y = A(torch.from_numpy(x)[None, None])[0, 0].numpy()
     reference = draw(galsim.Convolve(galaxy, obs_psf), coarse, coarse_shape, CENTER)
     return y, reference
@@ -291,9 +323,14 @@ def test_difference_kernel_follows_rotation_between_frames():
 
 def test_resample_pixel_response_matches_galsim_pixel():
     fine, fine_shape, coarse, coarse_shape = fine_and_coarse(30.0)
-    profile = galsim.Convolve(galsim.Sersic(n=2.0, half_light_radius=0.4, flux=5.0).shear(e1=-0.2, e2=0.3), galsim.Gaussian(fwhm=0.3))
+    profile = galsim.Convolve(
+        galsim.Sersic(n=2.0, half_light_radius=0.4, flux=5.0).shear(e1=-0.2, e2=0.3),
+        galsim.Gaussian(fwhm=0.3),
+    )
     x = draw(profile, fine, fine_shape, CENTER, method="no_pixel")
-    y = Resample(fine, fine_shape, coarse, coarse_shape)(torch.from_numpy(x)[None, None])[0, 0].numpy()
+    y = Resample(fine, fine_shape, coarse, coarse_shape)(torch.from_numpy(x)[None, None])[
+        0, 0
+    ].numpy()
     reference = draw(profile, coarse, coarse_shape, CENTER)  # galsim integrates over the 0.2" pixel
     assert relative_l2(y, reference) < 0.01
     assert y.sum() == pytest.approx(reference.sum(), rel=5e-3)

@@ -81,9 +81,7 @@ def test_astropy_io_fits_only_in_io_package():
 def test_ci_runs_the_readme_test_command():
     readme = (REPO_ROOT / "README.rst").read_text(encoding="utf-8")
     commands = [
-        line.strip()
-        for line in readme.splitlines()
-        if re.search(r"\bpython -m pytest\b", line)
+        line.strip() for line in readme.splitlines() if re.search(r"\bpython -m pytest\b", line)
     ]
     assert len(commands) == 1, f"README.rst must give exactly one test command, found {commands}"
     ci_lines = [line.strip() for line in (REPO_ROOT / ".ci" / "run").read_text().splitlines()]

@@ -11,10 +11,20 @@ from galdeblend.operators import Identity, Matrix
 def two_source_problem(seed=0):
     g = torch.Generator().manual_seed(seed)
     dt = torch.float64
-    p1 = GaussianPrior(torch.randn(4, generator=g, dtype=dt), 0.2 + torch.rand(4, generator=g, dtype=dt),
-                       torch.randn(4, 2, generator=g, dtype=dt), sigma_min=1e-3, sigma_max=50.0)
-    p2 = GaussianPrior(torch.randn(3, generator=g, dtype=dt), 0.3 + torch.rand(3, generator=g, dtype=dt),
-                       torch.randn(3, 1, generator=g, dtype=dt), sigma_min=1e-3, sigma_max=50.0)
+    p1 = GaussianPrior(
+        torch.randn(4, generator=g, dtype=dt),
+        0.2 + torch.rand(4, generator=g, dtype=dt),
+        torch.randn(4, 2, generator=g, dtype=dt),
+        sigma_min=1e-3,
+        sigma_max=50.0,
+    )
+    p2 = GaussianPrior(
+        torch.randn(3, generator=g, dtype=dt),
+        0.3 + torch.rand(3, generator=g, dtype=dt),
+        torch.randn(3, 1, generator=g, dtype=dt),
+        sigma_min=1e-3,
+        sigma_max=50.0,
+    )
     A1 = torch.randn(5, 4, generator=g, dtype=dt) / 2
     A2 = torch.randn(5, 3, generator=g, dtype=dt) / 2
     var = 0.05 + 0.1 * torch.rand(5, generator=g, dtype=dt)
@@ -36,8 +46,18 @@ def test_mmps_matches_exact_gaussian_posterior(sampler):
     p1, p2, A1, A2, var, y = two_source_problem()
     mean, cov = exact_posterior(p1, p2, A1, A2, var, y)
     n = 4096
-    x1, x2 = sample_posterior([p1, p2], y, [Matrix(A1), Matrix(A2)], var, n_samples=n, sampler=sampler,
-                              steps=128, cg_iterations=8, seed=1, batch_size=n)
+    x1, x2 = sample_posterior(
+        [p1, p2],
+        y,
+        [Matrix(A1), Matrix(A2)],
+        var,
+        n_samples=n,
+        sampler=sampler,
+        steps=128,
+        cg_iterations=8,
+        seed=1,
+        batch_size=n,
+    )
     u = torch.cat([x1[0], x2[0]], dim=1)
     se = (torch.diag(cov) / n).sqrt()
     assert torch.all((u.mean(0) - mean).abs() < 3 * se)
@@ -48,12 +68,17 @@ def test_mmps_matches_exact_gaussian_posterior(sampler):
 def test_one_cg_iteration_is_exact_for_one_pixel():
     # With a 1-dimensional observation, one CG iteration solves C v = r exactly.
     g = torch.Generator().manual_seed(2)
-    p = GaussianPrior(torch.zeros(3, dtype=torch.float64), 1.0, torch.randn(3, 1, generator=g, dtype=torch.float64),
-                      sigma_max=50.0)
+    p = GaussianPrior(
+        torch.zeros(3, dtype=torch.float64),
+        1.0,
+        torch.randn(3, 1, generator=g, dtype=torch.float64),
+        sigma_max=50.0,
+    )
     A = torch.randn(1, 3, generator=g, dtype=torch.float64)
     y = torch.tensor([[1.5]], dtype=torch.float64)
-    (x,) = sample_posterior([p], y, [Matrix(A)], 0.1, n_samples=4096, steps=64, seed=0, batch_size=4096,
-                            sampler="ddim")
+    (x,) = sample_posterior(
+        [p], y, [Matrix(A)], 0.1, n_samples=4096, steps=64, seed=0, batch_size=4096, sampler="ddim"
+    )
     Sigma = p.covariance()
     K = Sigma @ A.T / (A @ Sigma @ A.T + 0.1)
     torch.testing.assert_close(x[0].mean(0), (K @ y[0]), atol=0.05, rtol=0)

@@ -42,11 +42,20 @@ def test_readme_first_command_in_a_fresh_venv(tmp_path):
     command = re.sub(r"--out\s+\S+", f"--out {shlex.quote(str(out))}", readme_first_command())
     bin_dir = venv / ("Scripts" if os.name == "nt" else "bin")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    env.update(VIRTUAL_ENV=str(venv), PATH=os.pathsep.join([str(bin_dir), env.get("PATH", "")]),
-               PIP_DISABLE_PIP_VERSION_CHECK="1")
+    env.update(
+        VIRTUAL_ENV=str(venv),
+        PATH=os.pathsep.join([str(bin_dir), env.get("PATH", "")]),
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+    )
     start = time.monotonic()
-    done = subprocess.run(["bash", "-c", command], cwd=REPO_ROOT, env=env, capture_output=True,
-                          text=True, timeout=3600)
+    done = subprocess.run(
+        ["bash", "-c", command],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     assert done.returncode == 0, f"{command}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     posteriors = sorted(out.glob("*_posterior.fits"))
     assert len(posteriors) == 1, sorted(p.name for p in out.iterdir())

@@ -31,7 +31,9 @@ BANDS = ("g", "r", "i", "z", "y")
 
 @pytest.fixture(scope="module")
 def blend():
-    return simulate_scene(("hsc",), seed=11, stamp_arcsec=6.0, max_galaxies=3, mean_extra_galaxies=5.0)
+    return simulate_scene(
+        ("hsc",), seed=11, stamp_arcsec=6.0, max_galaxies=3, mean_extra_galaxies=5.0
+    )
 
 
 def assert_adjoint(A, in_shape, out_size):
@@ -67,7 +69,9 @@ def test_problem_operators_are_adjoint_and_scaled(blend):
     for inst, A in zip(instances, problem.operators):
         assert_adjoint(A, inst.frame.shape, N)
     # A constant unit sky in band 2 is sigma_2 in that band only, and 0 at masked pixels.
-    sky = problem.operators[1 + 2].forward(torch.ones(1, 1, SKY_GRID, SKY_GRID, dtype=torch.float64))
+    sky = problem.operators[1 + 2].forward(
+        torch.ones(1, 1, SKY_GRID, SKY_GRID, dtype=torch.float64)
+    )
     image = problem.split(sky)[0][0].numpy()
     good = ~obs[0].mask[2]
     np.testing.assert_allclose(image[2][good], instances[3].scale[0], rtol=1e-10)
@@ -100,21 +104,37 @@ def test_fields_and_catalogs(tmp_path):
         catalog_positions(str(tmp_path / "missing.ecsv"))
 
 
-def test_deblend_with_gaussian_priors_is_the_exact_posterior(blend):
+def test_deblend_with_gaussian_priors_is_the_exact_posterior():
     """With Gaussian priors the whole pipeline must return the linear-Gaussian posterior."""
-    obs = blend.observations()
+    obs = simulate_scene(("hsc",), seed=12, stamp_arcsec=2.0).observations()  # 12 x 12 pixels
     frame = PriorFrame((5, 8, 8), 0.2, BANDS, 0.3)
     g = torch.Generator().manual_seed(3)
-    galaxy = GaussianPrior(torch.zeros(5, 8, 8, dtype=torch.float64), 0.3,
-                           torch.randn(320, 4, generator=g, dtype=torch.float64) * 0.3, sigma_max=50.0)
-    sky = GaussianPrior(torch.zeros(1, SKY_GRID, SKY_GRID, dtype=torch.float64), 1.0, sigma_max=50.0)
+    galaxy = GaussianPrior(
+        torch.zeros(5, 8, 8, dtype=torch.float64),
+        0.3,
+        torch.randn(320, 4, generator=g, dtype=torch.float64) * 0.3,
+        sigma_max=50.0,
+    )
+    sky = GaussianPrior(
+        torch.zeros(1, SKY_GRID, SKY_GRID, dtype=torch.float64), 1.0, sigma_max=50.0
+    )
     priors = Priors({"galaxy": galaxy, "sky": sky}, frame)
     centre = obs[0].wcs.celestial.pixel_to_world(obs[0].shape[2] / 2, obs[0].shape[1] / 2)
     catalog = SkyCoord([centre.ra], [centre.dec])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = deblend(obs, priors, catalog=catalog, n_samples=512, steps=64, sampler="ddim",
-                         cg_iterations=40, batch_size=512, log_prob_steps=0, progress=False)
+        result = deblend(
+            obs,
+            priors,
+            catalog=catalog,
+            n_samples=128,
+            steps=32,
+            sampler="ddim",
+            cg_iterations=20,
+            batch_size=128,
+            log_prob_steps=0,
+            progress=False,
+        )
     # Exact posterior of the galaxy (prior units) from dense matrices.
     instances = place_instances(obs, frame, positions=catalog)
     problem = build_problem(obs, instances)
@@ -132,10 +152,20 @@ def test_deblend_with_gaussian_priors_is_the_exact_posterior(blend):
     exact = mean[:D].reshape(5, 8, 8).numpy() * instances[0].scale[:, None, None]
     sd = np.sqrt(np.diag(cov[:D, :D]).reshape(5, 8, 8)) * instances[0].scale[:, None, None]
     got = result.instances[0].mean
-    z = (got - exact) / (sd / np.sqrt(512))
+    z = (got - exact) / (sd / np.sqrt(128))
     assert np.mean(np.abs(z) < 4) > 0.99
-    np.testing.assert_allclose(result.instances[0].std, sd, rtol=0.15)
+    # Posterior spread: 128 samples give ~6% scatter per pixel on the standard deviation.
+    ratio = result.instances[0].std / sd
+    assert 0.9 < np.median(ratio) < 1.1
+    assert np.mean(np.abs(ratio - 1) < 0.3) > 0.95
     # The model of the observation is the sum of every instance's mean through its operator.
-    model = (A @ torch.cat([torch.from_numpy(i.mean / np.reshape(s.scale, (-1, 1, 1))).flatten()
-                            for i, s in zip(result.instances, instances)])).reshape(obs[0].shape)
+    model = (
+        A
+        @ torch.cat(
+            [
+                torch.from_numpy(i.mean / np.reshape(s.scale, (-1, 1, 1))).flatten()
+                for i, s in zip(result.instances, instances)
+            ]
+        )
+    ).reshape(obs[0].shape)
     np.testing.assert_allclose(result.models[0], model.numpy(), rtol=1e-6, atol=1e-9)

@@ -51,7 +51,9 @@ class EDMDenoiser(nn.Module):
         F = self.backbone(c_in * x_t, torch.log(sigma_t) / 4)
         return c_skip * x_t + c_out * F.to(x_t.dtype)
 
-    def loss(self, x: Tensor, sigma_t: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+    def loss(
+        self, x: Tensor, sigma_t: Tensor, *, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Weighted denoising loss per batch item, ``(B,)``.
 
         ``lambda(sigma) ||d(x + sigma eps, sigma) - x||^2 / dim`` with

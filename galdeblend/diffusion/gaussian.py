@@ -52,7 +52,9 @@ class GaussianPrior(nn.Module):
         if cov_factors is None:
             cov_factors = mean.new_zeros(D, 0)
         if cov_factors.ndim != 2 or cov_factors.shape[0] != D:
-            raise ValueError(f"GaussianPrior: cov_factors must be (D={D}, r), got {tuple(cov_factors.shape)}")
+            raise ValueError(
+                f"GaussianPrior: cov_factors must be (D={D}, r), got {tuple(cov_factors.shape)}"
+            )
         if not torch.all(cov_diag > 0):
             raise ValueError("GaussianPrior: cov_diag must be > 0 everywhere")
         self.register_buffer("mean", mean.reshape(D).clone())
@@ -96,20 +98,34 @@ class GaussianPrior(nn.Module):
         zero = v.new_zeros(B, 1)
         maha = (v * self._solve(v, zero)).sum(-1)
         U = self.cov_factors
-        K = torch.eye(U.shape[1], dtype=v.dtype, device=v.device) + U.T @ (U / self.cov_diag[:, None])
+        K = torch.eye(U.shape[1], dtype=v.dtype, device=v.device) + U.T @ (
+            U / self.cov_diag[:, None]
+        )
         logdet = torch.log(self.cov_diag).sum() + torch.linalg.slogdet(K)[1]
         D = v.shape[1]
         return -0.5 * (maha + logdet + D * math.log(2 * math.pi))
 
-    def sample(self, n: int, *, seed: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+    def sample(
+        self, n: int, *, seed: int | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Exact samples ``(n, *shape)``."""
-        g = generator if generator is not None else torch.Generator(self.mean.device).manual_seed(seed or 0)
+        g = (
+            generator
+            if generator is not None
+            else torch.Generator(self.mean.device).manual_seed(seed or 0)
+        )
         D, r = self.cov_factors.shape
         kw = dict(generator=g, dtype=self.mean.dtype, device=self.mean.device)
-        x = self.mean + torch.randn(n, D, **kw) * self.cov_diag.sqrt() + torch.randn(n, r, **kw) @ self.cov_factors.T
+        x = (
+            self.mean
+            + torch.randn(n, D, **kw) * self.cov_diag.sqrt()
+            + torch.randn(n, r, **kw) @ self.cov_factors.T
+        )
         return x.reshape(n, *self.shape)
 
-    def fit(self, samples: Tensor, rank: int | None = None, *, iterations: int = 50) -> "GaussianPrior":
+    def fit(
+        self, samples: Tensor, rank: int | None = None, *, iterations: int = 50
+    ) -> GaussianPrior:
         """Fit mean and covariance to ``samples`` ``(N, *shape)`` in place; returns ``self``.
 
         PPCA (Tipping & Bishop 1999) gives the initial factors from the top ``rank``
@@ -121,7 +137,9 @@ class GaussianPrior(nn.Module):
         X = samples.reshape(samples.shape[0], -1).to(torch.float64)
         N, D = X.shape
         if D != self.mean.numel():
-            raise ValueError(f"GaussianPrior.fit: samples have {D} values per item, prior has {self.mean.numel()}")
+            raise ValueError(
+                f"GaussianPrior.fit: samples have {D} values per item, prior has {self.mean.numel()}"
+            )
         mean = X.mean(0)
         X = X - mean
         var = X.square().mean(0)
@@ -141,13 +159,17 @@ class GaussianPrior(nn.Module):
 
     def config(self) -> dict:
         """JSON-serializable settings (the tensors are saved separately)."""
-        return {"shape": list(self.shape), "sigma_min": self.schedule.sigma_min, "sigma_max": self.schedule.sigma_max}
+        return {
+            "shape": list(self.shape),
+            "sigma_min": self.schedule.sigma_min,
+            "sigma_max": self.schedule.sigma_max,
+        }
 
     def tensors(self) -> dict[str, Tensor]:
         return {"mean": self.mean, "cov_diag": self.cov_diag, "cov_factors": self.cov_factors}
 
     @classmethod
-    def from_saved(cls, config: dict, tensors: dict[str, Tensor]) -> "GaussianPrior":
+    def from_saved(cls, config: dict, tensors: dict[str, Tensor]) -> GaussianPrior:
         shape = tuple(config["shape"])
         return cls(
             tensors["mean"].reshape(shape),
@@ -164,7 +186,7 @@ class GaussianPrior(nn.Module):
         save_prior(self, directory)
 
     @staticmethod
-    def load(directory) -> "GaussianPrior":
+    def load(directory) -> GaussianPrior:
         from galdeblend.diffusion.prior import load_prior
 
         return load_prior(directory)
@@ -191,7 +213,9 @@ def _ppca(X: Tensor, rank: int, floor: Tensor) -> tuple[Tensor, Tensor]:
     return V[:, :rank] * scale, torch.full((D,), float(noise), dtype=X.dtype, device=X.device)
 
 
-def _factor_analysis_step(X: Tensor, U: Tensor, psi: Tensor, var: Tensor, floor: Tensor) -> tuple[Tensor, Tensor]:
+def _factor_analysis_step(
+    X: Tensor, U: Tensor, psi: Tensor, var: Tensor, floor: Tensor
+) -> tuple[Tensor, Tensor]:
     """One EM step of factor analysis with sample covariance ``S = X^T X / N`` kept implicit."""
     N = X.shape[0]
     r = U.shape[1]

@@ -25,7 +25,9 @@ __all__ = ["log_prob"]
 EXACT_MAX_DIM = 64
 
 
-def _drift_and_divergence(prior, x: Tensor, sigma: float, *, exact: bool, probes: int, generator) -> tuple[Tensor, Tensor]:
+def _drift_and_divergence(
+    prior, x: Tensor, sigma: float, *, exact: bool, probes: int, generator
+) -> tuple[Tensor, Tensor]:
     """``f = (x - d(x, sigma)) / sigma`` ``(B, *shape)`` and ``sigma div f`` ``(B,)``."""
     B = x.shape[0]
     D = x[0].numel()
@@ -42,7 +44,11 @@ def _drift_and_divergence(prior, x: Tensor, sigma: float, *, exact: bool, probes
             d = prior(x_req, x_req.new_full((B,), sigma))
             trace = x.new_zeros(B)
             for k in range(probes):
-                eps = torch.randint(0, 2, x.shape, generator=generator, device=x.device).to(x.dtype) * 2 - 1
+                eps = (
+                    torch.randint(0, 2, x.shape, generator=generator, device=x.device).to(x.dtype)
+                    * 2
+                    - 1
+                )
                 (g,) = torch.autograd.grad(d, x_req, eps, retain_graph=k < probes - 1)
                 trace = trace + (g * eps).flatten(1).sum(1) / probes
             f = (x_req - d).detach()
@@ -91,5 +97,7 @@ def log_prob(
         if n < steps - 1:
             f, div = _drift_and_divergence(prior, x, s1, **kwargs)
     sigma_max = schedule.sigma_max
-    log_p1 = -0.5 * (x.flatten(1).square().sum(1) / sigma_max**2 + D * math.log(2 * math.pi * sigma_max**2))
+    log_p1 = -0.5 * (
+        x.flatten(1).square().sum(1) / sigma_max**2 + D * math.log(2 * math.pi * sigma_max**2)
+    )
     return log_p1 + delta_logp

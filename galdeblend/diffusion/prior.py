@@ -74,7 +74,7 @@ class DiffusionPrior(nn.Module):
         """Denoise ``x_t`` ``(B, *shape)`` at ``sigma_t`` ``(B,)``."""
         return self.denoiser(x_t, sigma_t)
 
-    def fit(self, samples: Tensor, **train_options) -> "DiffusionPrior":
+    def fit(self, samples: Tensor, **train_options) -> DiffusionPrior:
         """Train (warm-started from the current weights) on ``samples`` ``(N, *shape)``.
 
         Keyword options go to :func:`galdeblend.diffusion.training.train_denoiser`
@@ -84,7 +84,9 @@ class DiffusionPrior(nn.Module):
         from galdeblend.diffusion.training import train_denoiser
 
         if tuple(samples.shape[1:]) != self.shape:
-            raise InputError(f"DiffusionPrior.fit: samples have shape {tuple(samples.shape[1:])}, expected {self.shape}")
+            raise InputError(
+                f"DiffusionPrior.fit: samples have shape {tuple(samples.shape[1:])}, expected {self.shape}"
+            )
         self.denoiser.requires_grad_(True)
         self.denoiser = train_denoiser(self.denoiser, self.schedule, samples, **train_options)
         self.denoiser.requires_grad_(False)  # sampling differentiates inputs only
@@ -106,7 +108,7 @@ class DiffusionPrior(nn.Module):
         return dict(self.denoiser.backbone.state_dict())
 
     @classmethod
-    def from_saved(cls, config: dict, tensors: dict[str, Tensor]) -> "DiffusionPrior":
+    def from_saved(cls, config: dict, tensors: dict[str, Tensor]) -> DiffusionPrior:
         backbone = build_backbone(config["backbone"], config["backbone_config"])
         dtype = next((t.dtype for t in tensors.values() if t.is_floating_point()), torch.float32)
         backbone.to(dtype).load_state_dict(tensors)
@@ -125,7 +127,7 @@ class DiffusionPrior(nn.Module):
         save_prior(self, directory)
 
     @staticmethod
-    def load(directory: str | os.PathLike) -> "DiffusionPrior":
+    def load(directory: str | os.PathLike) -> DiffusionPrior:
         """Read a prior written by :meth:`save`."""
         return load_prior(directory)
 

@@ -17,7 +17,7 @@ Both end with a final denoising at ``t = 0`` (``sigma_min``).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -80,7 +80,11 @@ def sample(
     sigmas = schedule.sigma(schedule.time_grid(steps, dtype=torch.float64)).tolist()
     x_t = sigmas[0] * noise()
     for sigma_t, sigma_s in tqdm(
-        zip(sigmas[:-1], sigmas[1:]), total=steps, disable=not progress, desc="sampling", leave=False
+        zip(sigmas[:-1], sigmas[1:]),
+        total=steps,
+        disable=not progress,
+        desc="sampling",
+        leave=False,
     ):
         x_hat = denoise(x_t, x_t.new_full((B,), sigma_t))
         x_t = x_hat + (sigma_s / sigma_t) * (x_t - x_hat)

@@ -242,5 +242,3 @@ def read_truth(path: str | Path) -> SceneTruth:
             survey_background=survey_background,
             survey_wcs=survey_wcs,
         )
-
-

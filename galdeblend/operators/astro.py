@@ -12,8 +12,7 @@ frame's pixel grid onto the observation's (flux conserving).
 from __future__ import annotations
 
 import warnings
-
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -211,7 +210,9 @@ def _lanczos(t: np.ndarray, a: int) -> np.ndarray:
     return np.where(np.abs(t) < a, np.sinc(t) * np.sinc(t / a), 0.0)
 
 
-def _pixel_map(out_wcs: WCS, in_wcs: WCS, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _pixel_map(
+    out_wcs: WCS, in_wcs: WCS, x: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """0-based output pixel coordinates -> 0-based input pixel coordinates, through the sky.
 
     Uses astropy's ``pixel_to_world`` / ``world_to_pixel``, so SIP distortion and a
@@ -359,8 +360,10 @@ class Resample(LinearOperator):
         key = (like.dtype, like.device)
         if key not in self._matrices:
             M, Mt = self._matrices[(torch.float32, torch.device("cpu"))]
-            self._matrices[key] = (M.to(dtype=like.dtype, device=like.device),
-                                   Mt.to(dtype=like.dtype, device=like.device))
+            self._matrices[key] = (
+                M.to(dtype=like.dtype, device=like.device),
+                Mt.to(dtype=like.dtype, device=like.device),
+            )
         return self._matrices[key]
 
     def _crop(self, x: Tensor, src_shape, dst_shape, offset) -> Tensor:

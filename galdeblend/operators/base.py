@@ -11,7 +11,7 @@ Composition is written ``A @ B`` (apply ``B`` first) and sums ``A + B``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -51,31 +51,31 @@ class LinearOperator:
     def __call__(self, x: Tensor) -> Tensor:
         return self.forward(x)
 
-    def __getitem__(self, index: Tensor | slice) -> "LinearOperator":
+    def __getitem__(self, index: Tensor | slice) -> LinearOperator:
         """The operator restricted to the batch items ``index`` (itself if shared)."""
         return self
 
-    def to(self, *args, **kwargs) -> "LinearOperator":
+    def to(self, *args, **kwargs) -> LinearOperator:
         """The operator with its tensors moved (``Tensor.to`` arguments)."""
         return self
 
-    def __matmul__(self, other: "LinearOperator") -> "LinearOperator":
+    def __matmul__(self, other: LinearOperator) -> LinearOperator:
         if not isinstance(other, LinearOperator):
             return NotImplemented
         return Compose([self, other])
 
-    def __add__(self, other: "LinearOperator") -> "LinearOperator":
+    def __add__(self, other: LinearOperator) -> LinearOperator:
         if not isinstance(other, LinearOperator):
             return NotImplemented
         return Sum([self, other])
 
-    def __mul__(self, factor: float | Tensor) -> "LinearOperator":
+    def __mul__(self, factor: float | Tensor) -> LinearOperator:
         return Compose([Scale(factor), self])
 
     __rmul__ = __mul__
 
     @property
-    def T(self) -> "LinearOperator":
+    def T(self) -> LinearOperator:
         """The adjoint as an operator."""
         return Adjoint(self)
 
@@ -88,7 +88,6 @@ class Identity(LinearOperator):
 
     def adjoint(self, y: Tensor) -> Tensor:
         return y
-
 
 
 class Matrix(LinearOperator):
@@ -287,8 +286,12 @@ class Stack(LinearOperator):
         Shape of one source (needed for the adjoint of an all-``None`` stack).
     """
 
-    def __init__(self, ops: Sequence[LinearOperator | None], out_shapes: Sequence[tuple[int, ...]],
-                 in_shape: tuple[int, ...]):
+    def __init__(
+        self,
+        ops: Sequence[LinearOperator | None],
+        out_shapes: Sequence[tuple[int, ...]],
+        in_shape: tuple[int, ...],
+    ):
         if len(ops) != len(out_shapes):
             raise InputError(f"Stack: {len(ops)} operators for {len(out_shapes)} output shapes")
         self.ops = list(ops)
@@ -314,10 +317,16 @@ class Stack(LinearOperator):
 
     def blocks(self, y: Tensor) -> list[Tensor]:
         """Split a stacked ``(B, N)`` tensor into ``(B, *out_shapes[i])`` blocks."""
-        return [b.reshape(y.shape[0], *s) for b, s in zip(y.split(self.sizes, dim=1), self.out_shapes)]
+        return [
+            b.reshape(y.shape[0], *s) for b, s in zip(y.split(self.sizes, dim=1), self.out_shapes)
+        ]
 
     def __getitem__(self, index):
-        return Stack([op[index] if op is not None else None for op in self.ops], self.out_shapes, self.in_shape)
+        return Stack(
+            [op[index] if op is not None else None for op in self.ops],
+            self.out_shapes,
+            self.in_shape,
+        )
 
     def to(self, *args, **kwargs):
         ops = [op.to(*args, **kwargs) if op is not None else None for op in self.ops]

@@ -28,15 +28,15 @@ from galdeblend.errors import InputError
 __all__ = ["difference_kernel", "relative_jacobian", "measure_fwhm"]
 
 
-def _profile(
-    psf: np.ndarray | galsim.GSObject, wcs: galsim.BaseWCS, name: str
-) -> galsim.GSObject:
+def _profile(psf: np.ndarray | galsim.GSObject, wcs: galsim.BaseWCS, name: str) -> galsim.GSObject:
     """A unit-flux galsim profile from a PSF image ``(h, w)`` on ``wcs`` (or a profile as is)."""
     if isinstance(psf, galsim.GSObject):
         return psf.withFlux(1.0)
     psf = np.asarray(psf, dtype=np.float64)
     if psf.ndim != 2 or psf.shape[0] % 2 == 0 or psf.shape[1] % 2 == 0:
-        raise InputError(f"difference_kernel: {name} must be an odd-sized 2-D image, got shape {psf.shape}")
+        raise InputError(
+            f"difference_kernel: {name} must be an odd-sized 2-D image, got shape {psf.shape}"
+        )
     total = psf.sum()
     if not np.isfinite(total) or total <= 0:
         raise InputError(f"difference_kernel: {name} must have a finite, positive sum, got {total}")
@@ -98,7 +98,9 @@ def difference_kernel(
     else:
         J = np.asarray(obs_jacobian, dtype=np.float64)
         if J.shape != (2, 2) or not np.isfinite(J).all() or abs(np.linalg.det(J)) == 0:
-            raise InputError(f"difference_kernel: obs_jacobian must be an invertible 2x2 matrix, got {J!r}")
+            raise InputError(
+                f"difference_kernel: obs_jacobian must be an invertible 2x2 matrix, got {J!r}"
+            )
         obs_wcs = galsim.JacobianWCS(J[0, 0], J[0, 1], J[1, 0], J[1, 1])
     obs = _profile(psf_obs, obs_wcs, "psf_obs")
     model = _profile(psf_model, galsim.PixelScale(pixel_scale_model), "psf_model")
@@ -106,8 +108,8 @@ def difference_kernel(
     fwhm_model = _fwhm(model, pixel_scale_model)
     if fwhm_model >= fwhm_obs:
         raise InputError(
-            f"difference_kernel: the model PSF (FWHM {fwhm_model:.3f}\") must be narrower than "
-            f"the observation PSF (FWHM {fwhm_obs:.3f}\")"
+            f'difference_kernel: the model PSF (FWHM {fwhm_model:.3f}") must be narrower than '
+            f'the observation PSF (FWHM {fwhm_obs:.3f}")'
         )
     if size is None:
         if isinstance(psf_obs, galsim.GSObject):

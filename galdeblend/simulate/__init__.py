@@ -8,6 +8,7 @@
   separate truth files.
 """
 
+from galdeblend.io.simulation_fits import SceneTruth, read_truth, write_scene  # noqa: E402
 from galdeblend.simulate.galaxies import (
     CosmosSample,
     Galaxy,
@@ -23,7 +24,6 @@ from galdeblend.simulate.scenes import (
     simulate_dataset,
     simulate_scene,
 )
-from galdeblend.io.simulation_fits import SceneTruth, read_truth, write_scene  # noqa: E402
 from galdeblend.simulate.surveys import Band, PsfModel, Survey, available_surveys, get_survey
 
 __all__ = [
