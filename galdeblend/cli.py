@@ -1,4 +1,4 @@
-"""The ``galdeblend`` command: run, learn, simulate, info.
+"""The ``galdeblend`` command: run, learn, simulate, info, validate.
 
 Exit status 0 only when every cutout succeeded; a failing cutout is reported with
 its file and the reason, and the others go on.
@@ -35,6 +35,9 @@ LEARN_EXAMPLES = """examples:
 """
 SIMULATE_EXAMPLES = """examples:
   galdeblend simulate sims/ --survey hsc --survey hst --n-blends 50 --n-sky 10 --seed 1
+"""
+VALIDATE_EXAMPLES = """examples:
+  galdeblend validate sims/ results/ --out report/
 """
 INFO_EXAMPLES = """examples:
   galdeblend info
@@ -270,6 +273,16 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_validate(args) -> int:
+    from galdeblend.validate import markdown_table, validate
+
+    table = validate(
+        args.simdir, args.resultsdir, outdir=args.out, match_radius_arcsec=args.match_radius
+    )
+    print(markdown_table(table), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="galdeblend",
@@ -278,7 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         + "".join(
             e.removeprefix("examples:\n")
-            for e in (RUN_EXAMPLES, LEARN_EXAMPLES, SIMULATE_EXAMPLES, INFO_EXAMPLES)
+            for e in (
+                RUN_EXAMPLES,
+                LEARN_EXAMPLES,
+                SIMULATE_EXAMPLES,
+                INFO_EXAMPLES,
+                VALIDATE_EXAMPLES,
+            )
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -394,6 +413,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.add_argument("prior", nargs="?", help="prior directory (default: the shipped priors)")
     info.set_defaults(func=cmd_info)
+
+    validate = sub.add_parser(
+        "validate",
+        parents=[quiet],
+        help="score posteriors of simulated blends against the truth and baselines",
+        epilog=VALIDATE_EXAMPLES,
+        formatter_class=fmt,
+        description="Match true galaxies to posterior galaxies and to photutils and SEP "
+        "sources; print a method x metric table and write a report folder (CSV, Markdown, PNG).",
+    )
+    validate.add_argument("simdir", help="folder written by galdeblend simulate")
+    validate.add_argument("resultsdir", help="folder written by galdeblend run on its cutouts")
+    validate.add_argument("--out", help="report folder (default: RESULTSDIR/validation)")
+    validate.add_argument(
+        "--match-radius", type=float, default=0.4, help="match radius in arcsec (default 0.4)"
+    )
+    validate.set_defaults(func=cmd_validate)
     return parser
 
 

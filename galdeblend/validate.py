@@ -1,0 +1,447 @@
+"""``galdeblend validate``: score posteriors and segmentation baselines against simulated truth.
+
+For every blend of a simulated set (:func:`galdeblend.simulate.simulate_dataset`) that has a
+posterior file in the results folder (``galdeblend run`` writes ``<stem>_posterior.fits``,
+``<stem>`` the first cutout's file stem), the true galaxies are matched by position to the
+posterior's galaxy instances and to the sources of the photutils and SEP baselines, all in the
+pixel grid of that first cutout's survey. Per matched galaxy and band, in that survey's frame:
+
+- the fractional flux error of the total flux (galdeblend: the posterior-mean total flux;
+  baselines: the segment flux) against the sum of the true noiseless galaxy image;
+- for galdeblend, whether the true flux lies inside the central posterior interval of the
+  per-sample fluxes at each level of :data:`LEVELS`;
+- PSNR and SSIM of the galaxy image in the observation frame (galdeblend: the posterior mean
+  pushed through the observation operator; baselines: the segment image) against the true
+  noiseless galaxy image.
+
+Per blend: completeness (fraction of true galaxies matched) and, for galdeblend, the residual
+chi-square per pixel of the data against the posterior-mean model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from astropy.table import Table
+
+from galdeblend.errors import InputError
+from galdeblend.io.observation import Observation
+from galdeblend.results import DeblendResult
+
+if TYPE_CHECKING:
+    from galdeblend.io.simulation_fits import SceneTruth
+
+__all__ = ["LEVELS", "flux_scores", "markdown_table", "score_blend", "validate"]
+
+log = logging.getLogger("galdeblend")
+
+LEVELS: tuple[float, ...] = (0.5, 0.68, 0.8, 0.9, 0.95)
+"""Credible levels of the flux calibration (nominal coverage)."""
+
+
+def flux_scores(
+    sample_flux: np.ndarray, true_flux: np.ndarray, levels: Sequence[float] = LEVELS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fractional error of the mean flux and interval coverage of the true flux.
+
+    Parameters
+    ----------
+    sample_flux : ndarray, shape (S, C)
+        Total flux per posterior sample and band (``S = 1`` for a point estimate).
+    true_flux : ndarray, shape (C,)
+        True total flux per band.
+    levels : sequence of float in (0, 1)
+        Credible levels ``l``; the interval runs from the ``(1 - l) / 2`` to the
+        ``(1 + l) / 2`` quantile of the samples.
+
+    Returns
+    -------
+    error : ndarray, shape (C,)
+        ``(mean_s F_s - F_true) / F_true``.
+    inside : ndarray of bool, shape (L, C)
+        Whether the true flux lies inside each level's interval (False with a single sample).
+    """
+    flux = np.asarray(sample_flux, dtype=np.float64)
+    truth = np.asarray(true_flux, dtype=np.float64)
+    if flux.ndim != 2 or flux.shape[1:] != truth.shape:
+        raise InputError(
+            f"flux_scores: expected sample fluxes (S, C) and true fluxes (C,), got {flux.shape} "
+            f"and {truth.shape}"
+        )
+    error = (flux.mean(axis=0) - truth) / truth
+    inside = np.zeros((len(levels), truth.size), dtype=bool)
+    if len(flux) > 1:
+        for i, level in enumerate(levels):
+            low, high = np.quantile(flux, [(1.0 - level) / 2.0, (1.0 + level) / 2.0], axis=0)
+            inside[i] = (truth >= low) & (truth <= high)
+    return error, inside
+
+
+def _image_scores(estimate: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """PSNR and SSIM per band of one galaxy image ``(C, H, W)`` against the truth."""
+    from galdeblend.metrics import psnr, ssim
+
+    scores = np.full((2, truth.shape[0]), np.nan)
+    for c, (x, y) in enumerate(zip(estimate, truth, strict=True)):
+        if y.max() > y.min():
+            scores[:, c] = psnr(x, y), ssim(x, y)
+    return scores[0], scores[1]
+
+
+def _render(result: DeblendResult, obs: Observation) -> list[np.ndarray]:
+    """Each galaxy's posterior mean seen in ``obs``: list of ``(C_obs, H, W)``."""
+    from galdeblend.frames import observation_operator
+
+    images = []
+    for gal in result.galaxies:
+        operator = observation_operator(gal.frame, obs)
+        with torch.no_grad():
+            images.append(operator(torch.from_numpy(gal.mean[None]).double())[0].numpy())
+    return images
+
+
+def _galaxy_rows(
+    blend: str,
+    method: str,
+    truth_table: Table,
+    true_images: np.ndarray,
+    bands: Sequence[str],
+    survey: str,
+    matches: dict[int, tuple[np.ndarray, np.ndarray]],
+) -> list[dict]:
+    """One row per (true galaxy, band); ``matches[k] = (sample fluxes (S, C), image (C, H, W))``."""
+    rows = []
+    for k, true_image in enumerate(true_images):
+        true_flux = true_image.sum(axis=(1, 2))
+        found = k in matches
+        if found:
+            error, inside = flux_scores(matches[k][0], true_flux)
+            estimate = matches[k][1]
+            mean_flux = matches[k][0].mean(axis=0)
+            psnr_c, ssim_c = _image_scores(estimate, true_image)
+        for c, band in enumerate(bands):
+            row = {
+                "blend": blend,
+                "method": method,
+                "truth_id": int(truth_table["id"][k]),
+                "band": band,
+                "mag": float(truth_table[f"mag_{survey}_{band}"][k]),
+                "true_flux": float(true_flux[c]),
+                "matched": found,
+                "flux": float(mean_flux[c]) if found else np.nan,
+                "flux_error": float(error[c]) if found else np.nan,
+                "psnr": float(psnr_c[c]) if found else np.nan,
+                "ssim": float(ssim_c[c]) if found else np.nan,
+            }
+            for i, level in enumerate(LEVELS):
+                row[f"inside_{level:g}"] = bool(inside[i, c]) if found else False
+            rows.append(row)
+    return rows
+
+
+def score_blend(
+    blend: str,
+    result: DeblendResult,
+    truth: SceneTruth,
+    survey: str,
+    *,
+    match_radius_arcsec: float = 0.4,
+    baselines: Sequence[str] = ("photutils", "sep"),
+) -> tuple[list[dict], list[dict], dict[str, list[np.ndarray]]]:
+    """Score one blend's posterior and baselines against its truth.
+
+    Parameters
+    ----------
+    blend : str
+        Scene name (for the rows).
+    result : DeblendResult
+        The posterior; its first observation is the ``survey`` cutout.
+    truth : SceneTruth
+        The blend's truth (:func:`galdeblend.simulate.read_truth`).
+    survey : str
+        Survey of ``result.observations[0]``.
+    match_radius_arcsec : float
+        Largest distance of a match.
+    baselines : sequence of {"photutils", "sep"}
+
+    Returns
+    -------
+    galaxy_rows : list of dict
+        One row per method, true galaxy and band (see :func:`validate`).
+    blend_rows : list of dict
+        One row per method: ``completeness`` and ``chi2_per_pixel`` (galdeblend only).
+    images : dict
+        ``{method: list of matched galaxy images (C, H, W) in the survey frame}``.
+    """
+    from galdeblend.baselines.segmentation import match_sources, photutils_deblend, sep_deblend
+    from galdeblend.metrics import chi2_per_pixel
+
+    obs = result.observations[0]
+    table = truth.galaxies
+    true_images = truth.survey_galaxies[survey]
+    true_xy = np.stack([np.asarray(table[f"x_{survey}"]), np.asarray(table[f"y_{survey}"])], 1)
+    radius = match_radius_arcsec / obs.pixel_scale
+    n_true = len(table)
+
+    galaxies = result.galaxies
+    gal_xy = np.array(
+        [obs.wcs.world_to_pixel(g.center) for g in galaxies], dtype=np.float64
+    ).reshape(-1, 2)
+    rendered = _render(result, obs)
+    found, true_index = match_sources(gal_xy, true_xy, radius)
+    matches = {}
+    for i, k in zip(found, true_index, strict=True):
+        gal = galaxies[i]
+        planes = [gal.frame.bands.index(b) for b in obs.bands]
+        matches[int(k)] = (gal.samples[:, planes].sum(axis=(2, 3)), rendered[i])
+    galaxy_rows = _galaxy_rows(blend, "galdeblend", table, true_images, obs.bands, survey, matches)
+    chi2 = chi2_per_pixel(obs.data, result.models[0], obs.variance, obs.mask)
+    blend_rows = [
+        {
+            "blend": blend,
+            "method": "galdeblend",
+            "completeness": len(matches) / n_true if n_true else np.nan,
+            "chi2_per_pixel": chi2,
+        }
+    ]
+    images = {"galdeblend": [m[1] for m in matches.values()]}
+
+    deblenders = {"photutils": photutils_deblend, "sep": sep_deblend}
+    for method in baselines:
+        try:
+            baseline = deblenders[method](obs.data, obs.variance, mask=obs.mask)
+        except ImportError as err:
+            log.warning("validate: %s skipped (%s)", method, err)
+            continue
+        found, true_index = match_sources(baseline.positions, true_xy, radius)
+        matches = {
+            int(k): (baseline.flux[i][None], baseline.sources[i])
+            for i, k in zip(found, true_index, strict=True)
+        }
+        galaxy_rows += _galaxy_rows(blend, method, table, true_images, obs.bands, survey, matches)
+        blend_rows.append(
+            {
+                "blend": blend,
+                "method": method,
+                "completeness": len(matches) / n_true if n_true else np.nan,
+                "chi2_per_pixel": np.nan,
+            }
+        )
+        images[method] = [m[1] for m in matches.values()]
+    return galaxy_rows, blend_rows, images
+
+
+def _posterior_for(scene: dict, resultsdir: Path) -> tuple[str, Path] | None:
+    """The (survey, posterior file) of a manifest scene, the first survey with a posterior."""
+    for survey, cutout in scene["cutouts"].items():
+        path = resultsdir / f"{Path(cutout).stem}_posterior.fits"
+        if path.is_file():
+            return survey, path
+    return None
+
+
+def _summary_table(galaxies: Table, blends: Table) -> Table:
+    """Method x metric: median, 16th and 84th percentile and count."""
+    from galdeblend.metrics import summarize
+
+    rows = []
+    for method in dict.fromkeys(blends["method"]):
+        gal = galaxies[(galaxies["method"] == method) & galaxies["matched"]]
+        per_blend = blends[blends["method"] == method]
+        metrics: dict[str, np.ndarray] = {"|flux_error|": np.abs(np.asarray(gal["flux_error"]))}
+        for band in dict.fromkeys(gal["band"]):
+            metrics[f"|flux_error| {band}"] = np.abs(
+                np.asarray(gal["flux_error"][gal["band"] == band])
+            )
+        metrics["psnr"] = np.asarray(gal["psnr"])
+        metrics["ssim"] = np.asarray(gal["ssim"])
+        metrics["completeness"] = np.asarray(per_blend["completeness"])
+        if method == "galdeblend":
+            metrics["chi2_per_pixel"] = np.asarray(per_blend["chi2_per_pixel"])
+        for name, values in metrics.items():
+            s = summarize(values)
+            rows.append((method, name, s.median, s.low, s.high, s.count))
+        if method == "galdeblend":
+            # Coverage is a pooled fraction; low/high give its binomial standard error.
+            for level in (0.68, 0.95):
+                inside = np.asarray(gal[f"inside_{level:g}"], dtype=float)
+                p, n = (inside.mean(), inside.size) if inside.size else (np.nan, 0)
+                se = np.sqrt(p * (1 - p) / n) if n else np.nan
+                rows.append((method, f"coverage_{level:g}", p, p - se, p + se, n))
+    return Table(rows=rows, names=("method", "metric", "median", "low", "high", "count"))
+
+
+def markdown_table(table: Table) -> str:
+    """The :func:`validate` table as Markdown (median, 68% range and count per row)."""
+    lines = [
+        "| method | metric | median | 68% range | N |",
+        "|---|---|---|---|---|",
+    ]
+    for r in table:
+        lines.append(
+            f"| {r['method']} | {r['metric']} | {r['median']:.4g} | "
+            f"[{r['low']:.4g}, {r['high']:.4g}] | {r['count']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _figures(
+    outdir: Path,
+    galaxies: Table,
+    results: dict[str, DeblendResult],
+    images: dict[str, dict[str, list[np.ndarray]]],
+) -> None:
+    """flux_error_vs_mag.png, calibration.png and blend_<name>.png per blend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matched = galaxies[galaxies["matched"]]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for method in dict.fromkeys(galaxies["method"]):
+        rows = matched[matched["method"] == method]
+        ax.scatter(rows["mag"], rows["flux_error"], s=8, label=method, alpha=0.7)
+    ax.axhline(0.0, color="k", lw=0.5)
+    ax.set_xlabel("true magnitude (AB)")
+    ax.set_ylabel("fractional flux error")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(outdir / "flux_error_vs_mag.png", dpi=100)
+    plt.close(fig)
+
+    gal = matched[matched["method"] == "galdeblend"]
+    empirical = [
+        np.mean(np.asarray(gal[f"inside_{level:g}"])) if len(gal) else np.nan for level in LEVELS
+    ]
+    fig, ax = plt.subplots(figsize=(3.5, 3.5))
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.plot(LEVELS, empirical, "o-", label="galdeblend flux")
+    ax.set_xlabel("nominal coverage")
+    ax.set_ylabel("empirical coverage")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(outdir / "calibration.png", dpi=100)
+    plt.close(fig)
+
+    for blend, result in results.items():
+        obs, model = result.observations[0], result.models[0]
+        resid = np.where(obs.mask, 0.0, (obs.data - model) / np.sqrt(obs.variance))
+        methods = images[blend]
+        cols = max(3, max(len(v) for v in methods.values()))
+        fig, axes = plt.subplots(
+            1 + len(methods), cols, figsize=(1.7 * cols, 1.8 * (1 + len(methods))), squeeze=False
+        )
+        for ax in axes.ravel():
+            ax.axis("off")
+        panels = [
+            (obs.data.sum(0), "data"),
+            (model.sum(0), "galdeblend model"),
+            (resid.sum(0) / np.sqrt(obs.shape[0]), "residual / sigma"),
+        ]
+        for j, (image, title) in enumerate(panels):
+            limits = {"vmin": -5, "vmax": 5, "cmap": "RdBu_r"} if j == 2 else {"cmap": "gray_r"}
+            axes[0, j].imshow(image, origin="lower", **limits)
+            axes[0, j].set_title(title, fontsize=7)
+        for i, (method, galaxy_images) in enumerate(methods.items(), start=1):
+            for j, image in enumerate(galaxy_images):
+                axes[i, j].imshow(image.sum(0), origin="lower", cmap="gray_r")
+                axes[i, j].set_title(f"{method} {j}", fontsize=7)
+        fig.tight_layout()
+        fig.savefig(outdir / f"blend_{blend}.png", dpi=100)
+        plt.close(fig)
+
+
+def validate(
+    simdir: str | Path,
+    resultsdir: str | Path,
+    *,
+    outdir: str | Path | None = None,
+    match_radius_arcsec: float = 0.4,
+    baselines: Sequence[str] = ("photutils", "sep"),
+) -> Table:
+    """Score the posteriors of a simulated blend set and the baselines; write a report.
+
+    Parameters
+    ----------
+    simdir : path
+        Folder written by :func:`galdeblend.simulate.simulate_dataset` (with ``manifest.json``).
+    resultsdir : path
+        Folder written by ``galdeblend run`` on (some of) the simulated cutouts.
+    outdir : path, optional
+        Report folder (default ``resultsdir/validation``): ``table.csv``, ``table.md``,
+        ``galaxies.csv`` (one row per method, blend, true galaxy and band), ``blends.csv``,
+        ``flux_error_vs_mag.png``, ``calibration.png`` and ``blend_<name>.png`` per blend.
+    match_radius_arcsec : float
+        Largest distance between a true galaxy and the source it is matched to.
+    baselines : sequence of {"photutils", "sep"}
+        Segmentation baselines to run on the same cutouts (one missing its package is
+        skipped with a warning).
+
+    Returns
+    -------
+    astropy.table.Table
+        Columns ``method``, ``metric``, ``median``, ``low``, ``high`` (16th and 84th
+        percentiles; for ``coverage_*`` the pooled fraction plus or minus its binomial
+        standard error) and ``count``.
+
+    Raises
+    ------
+    InputError
+        No manifest, or no blend with a posterior in ``resultsdir``.
+    """
+    from galdeblend.io import read_posterior
+    from galdeblend.simulate import read_truth
+
+    simdir, resultsdir = Path(simdir), Path(resultsdir)
+    manifest_path = simdir / "manifest.json"
+    if not manifest_path.is_file():
+        raise InputError(f"validate: {manifest_path} not found; SIMDIR must come from simulate")
+    if not match_radius_arcsec > 0:
+        raise InputError(f"validate: match_radius_arcsec must be > 0, got {match_radius_arcsec}")
+    manifest = json.loads(manifest_path.read_text())
+    galaxy_rows: list[dict] = []
+    blend_rows: list[dict] = []
+    results: dict[str, DeblendResult] = {}
+    images: dict[str, dict[str, list[np.ndarray]]] = {}
+    for scene in manifest["scenes"]:
+        found = _posterior_for(scene, resultsdir) if scene["kind"] == "blend" else None
+        if found is None:
+            continue
+        survey, path = found
+        result = read_posterior(path)
+        truth = read_truth(simdir / scene["truth"])
+        g, b, im = score_blend(
+            scene["name"],
+            result,
+            truth,
+            survey,
+            match_radius_arcsec=match_radius_arcsec,
+            baselines=baselines,
+        )
+        galaxy_rows += g
+        blend_rows += b
+        results[scene["name"]], images[scene["name"]] = result, im
+    if not results:
+        raise InputError(
+            f"validate: no blend of {manifest_path} has a posterior (<stem>_posterior.fits) "
+            f"in {resultsdir}"
+        )
+    galaxies, blends = Table(rows=galaxy_rows), Table(rows=blend_rows)
+    table = _summary_table(galaxies, blends)
+    report = Path(outdir) if outdir is not None else resultsdir / "validation"
+    report.mkdir(parents=True, exist_ok=True)
+    table.write(report / "table.csv", overwrite=True)
+    galaxies.write(report / "galaxies.csv", overwrite=True)
+    blends.write(report / "blends.csv", overwrite=True)
+    (report / "table.md").write_text(markdown_table(table))
+    _figures(report, galaxies, results, images)
+    return table
