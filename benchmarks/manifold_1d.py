@@ -30,6 +30,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -87,7 +88,7 @@ REDUCED = Scale(
     observations=1024,
     test=1024,
     gaussian_laps=4,
-    laps=(16, 16),
+    laps=(32, 16),
     train_steps=600,
     batch_size=256,
     lr=1e-3,
@@ -379,8 +380,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--sources", choices=("2", "3", "all"), default="all")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--laps", type=int, help="diffusion EM laps (overrides the scale's)")
     args = parser.parse_args(argv)
     scale = FULL if args.full else REDUCED
+    if args.laps is not None:
+        scale = dataclasses.replace(scale, laps=(args.laps, args.laps))
     device = "cuda" if args.full and torch.cuda.is_available() else "cpu"
     counts = (2, 3) if args.sources == "all" else (int(args.sources),)
     start = time.perf_counter()
