@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
@@ -15,7 +16,7 @@ from galdeblend.io.observation import Observation
 from galdeblend.posterior import sample_posterior
 from galdeblend.priors import Priors
 from galdeblend.results import DeblendResult, InstanceResult
-from galdeblend.scene import build_problem, catalog_positions, place_instances
+from galdeblend.scene import build_problem, catalog_positions, in_footprint, place_instances
 
 __all__ = ["deblend"]
 
@@ -71,6 +72,12 @@ def deblend(
     positions = None
     if catalog is not None:
         positions = catalog if isinstance(catalog, SkyCoord) else catalog_positions(catalog)
+        positions = SkyCoord([positions]) if positions.isscalar else positions
+        # A catalog may cover many fields: keep the galaxies that fall on this one.
+        seen = np.zeros(len(positions), dtype=bool)
+        for obs in observations:
+            seen |= in_footprint(positions, obs)
+        positions = positions[seen]
     instances = place_instances(observations, priors.galaxy_frame, positions=positions)
     problem = build_problem(observations, instances)
     inst_priors = [priors[inst.kind].to(device) for inst in instances]

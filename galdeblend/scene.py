@@ -43,6 +43,7 @@ __all__ = [
     "place_instances",
     "build_problem",
     "group_fields",
+    "in_footprint",
 ]
 
 SKY_GRID = 8  # coarse sky grid side, in nodes
@@ -348,6 +349,13 @@ def build_problem(observations: Sequence[Observation], instances: Sequence[Insta
     return Problem(y, var, operators, shapes)
 
 
+def in_footprint(positions: SkyCoord, obs: Observation) -> np.ndarray:
+    """Which ``positions`` fall on the pixel grid of ``obs`` (bool, one per position)."""
+    _, H, W = obs.shape
+    x, y = obs.wcs.celestial.world_to_pixel(positions)
+    return (-0.5 <= x) & (x <= W - 0.5) & (-0.5 <= y) & (y <= H - 0.5)
+
+
 def group_fields(observations: Sequence[Observation]) -> list[list[int]]:
     """Indices of the observations grouped by field: two observations are of one field
     when the centre of either falls inside the other's footprint."""
@@ -357,9 +365,7 @@ def group_fields(observations: Sequence[Observation]) -> list[list[int]]:
         return o.wcs.celestial.pixel_to_world((W - 1) / 2, (H - 1) / 2)
 
     def inside(c: SkyCoord, o: Observation) -> bool:
-        _, H, W = o.shape
-        x, y = o.wcs.celestial.world_to_pixel(c)
-        return bool(-0.5 <= x <= W - 0.5 and -0.5 <= y <= H - 0.5)
+        return bool(in_footprint(c, o))
 
     parent = list(range(len(observations)))
 

@@ -22,6 +22,7 @@ from galdeblend.scene import (
     catalog_positions,
     detect_sources,
     group_fields,
+    in_footprint,
     place_instances,
 )
 from galdeblend.simulate import simulate_scene
@@ -93,6 +94,9 @@ def test_fields_and_catalogs(tmp_path):
     assert group_fields(obs) == [[0, 1]]
     far = simulate_scene(("hsc",), seed=1, stamp_arcsec=4.0).observations()
     assert len(group_fields(obs + far)) == 2
+    centre = obs[0].wcs.celestial.pixel_to_world(25, 25)
+    far_pos = SkyCoord([centre.ra, centre.ra], [centre.dec, centre.dec + 1 * centre.dec.unit])
+    assert in_footprint(far_pos, obs[0]).tolist() == [True, False]
     table = Table({"RA": [150.1, 150.2], "Dec": [2.2, 2.3]})
     pos = catalog_positions(table)
     assert pos[1].dec.deg == pytest.approx(2.3)
