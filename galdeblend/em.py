@@ -35,7 +35,7 @@ from galdeblend.diffusion.gaussian import GaussianPrior
 from galdeblend.diffusion.prior import DiffusionPrior, load_prior, save_prior
 from galdeblend.errors import InputError
 from galdeblend.operators.base import LinearOperator
-from galdeblend.posterior import sample_posterior, validate_problem
+from galdeblend.posterior import sample_posterior, select_items, validate_problem
 
 __all__ = ["View", "em", "lap_plan"]
 
@@ -254,9 +254,7 @@ def _validate_views(views: Sequence[View], priors: Mapping) -> None:
 
 
 def _select(view: View, index: Tensor):
-    var = torch.as_tensor(view.noise_variance, dtype=view.y.dtype)
-    if var.ndim == view.y.ndim and var.shape[0] == len(view):
-        var = var[index]
+    var = select_items(torch.as_tensor(view.noise_variance, dtype=view.y.dtype), index, view.y)
     return view.y[index], var, [A[index] for A in view.operators]
 
 

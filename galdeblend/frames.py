@@ -73,6 +73,14 @@ def _pixel_scale(wcs: WCS) -> float:
     return float(np.sqrt(scales[0] * scales[1]))
 
 
+def gaussian_psf(fwhm: float, pixel_scale: float) -> np.ndarray:
+    """A Gaussian model PSF drawn with its pixel, odd-sized (at least 8 FWHM), sum 1, ``(h, w)``."""
+    side = max(int(np.ceil(8.0 * fwhm / pixel_scale)), 11)
+    side += 1 - side % 2
+    image = galsim.Gaussian(fwhm=fwhm).drawImage(galsim.ImageD(side, side, scale=pixel_scale))
+    return image.array / image.array.sum()
+
+
 def _tan_wcs(center: SkyCoord, pixel_scale: float, shape: tuple[int, int]) -> WCS:
     """North-up, east-left TAN WCS with ``center`` at the centre of an ``(H, W)`` grid."""
     icrs = center.icrs
@@ -156,10 +164,7 @@ def model_frame(
     bands: list[str] = []
     for obs in observations:
         bands.extend(b for b in obs.bands if b not in bands)
-    psf_side = max(int(np.ceil(8.0 * psf_fwhm / scale)), 11)
-    psf_side += 1 - psf_side % 2
-    image = galsim.Gaussian(fwhm=psf_fwhm).drawImage(galsim.ImageD(psf_side, psf_side, scale=scale))
-    psf = image.array / image.array.sum()
+    psf = gaussian_psf(psf_fwhm, scale)
     return Frame(
         shape=(len(bands), side, side),
         wcs=_tan_wcs(center, scale, (side, side)),

@@ -32,6 +32,7 @@ __all__ = [
     "conjugate_gradient",
     "sample_posterior",
     "validate_problem",
+    "select_items",
     "chunk_generator",
 ]
 
@@ -254,12 +255,11 @@ def validate_problem(
     return var
 
 
-def _select_variance(var: Tensor, index: Tensor, B: int) -> Tensor:
-    """Rows ``index`` of a per-item variance; a shared one is kept."""
-    if var.ndim >= 1 and var.shape[0] == B and B > 1:
+def select_items(var: Tensor, index: Tensor, y: Tensor) -> Tensor:
+    """Rows ``index`` of a per-observation variance (first axis of length ``len(y)`` and
+    ``y``'s number of axes); a variance shared by all observations is returned as is."""
+    if var.ndim == y.ndim and var.shape[0] == y.shape[0]:
         return var[index]
-    if var.ndim >= 1 and var.shape[0] == B:
-        return var.expand(len(index), *var.shape[1:])
     return var
 
 
@@ -337,7 +337,7 @@ def sample_posterior(
             priors,
             [A[index] for A in operators],
             y[index],
-            _select_variance(var, index, B),
+            select_items(var, index, y),
             cg_iterations=cg_iterations,
         )
         u = sample(

@@ -29,7 +29,7 @@ from astropy.table import Table
 from torch import Tensor
 
 from galdeblend.errors import InputError
-from galdeblend.frames import Frame, _tan_wcs, observation_operator
+from galdeblend.frames import Frame, _tan_wcs, gaussian_psf, observation_operator
 from galdeblend.io.observation import Observation
 from galdeblend.operators.astro import SelectBands
 from galdeblend.operators.base import Compose, Interpolate, LinearOperator, Mask, Stack
@@ -73,15 +73,8 @@ class PriorFrame:
 
     def at(self, center: SkyCoord) -> Frame:
         """The frame centred on ``center`` (north up)."""
-        import galsim
-
         C, H, W = self.shape
-        side = max(int(np.ceil(8.0 * self.psf_fwhm / self.pixel_scale)), 11)
-        side += 1 - side % 2
-        image = galsim.Gaussian(fwhm=self.psf_fwhm).drawImage(
-            galsim.ImageD(side, side, scale=self.pixel_scale)
-        )
-        psf = image.array / image.array.sum()
+        psf = gaussian_psf(self.psf_fwhm, self.pixel_scale)
         return Frame(
             self.shape,
             _tan_wcs(center, self.pixel_scale, (H, W)),
