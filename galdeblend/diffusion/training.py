@@ -57,11 +57,13 @@ def _check_samples(denoiser: EDMDenoiser, samples: Tensor) -> None:
 
 
 @torch.no_grad()
-def _update_ema(ema: EDMDenoiser, model: EDMDenoiser, decay: float) -> None:
-    for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
-        p_ema.lerp_(p, 1.0 - decay)
-    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
-        b_ema.copy_(b)
+def _update_ema(
+    ema: tuple[list[Tensor], list[Tensor]], model: tuple[list[Tensor], list[Tensor]], decay: float
+) -> None:
+    """Move the averaged ``(parameters, buffers)`` towards the model's by ``1 - decay``."""
+    with torch.no_grad():
+        torch._foreach_lerp_(ema[0], model[0], 1.0 - decay)
+        torch._foreach_copy_(ema[1], model[1])
 
 
 def train_denoiser(
@@ -145,9 +147,11 @@ def train_denoiser(
 
     parameters = [p for p in denoiser.parameters() if p.requires_grad]
     if weight_decay > 0:
-        optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+        optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, foreach=True)
     else:
-        optimizer = torch.optim.Adam(parameters, lr=lr)
+        optimizer = torch.optim.Adam(parameters, lr=lr, foreach=True)
+    averaged = (list(ema.parameters()), list(ema.buffers()))
+    current = (list(denoiser.parameters()), list(denoiser.buffers()))
     lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
 
     running_loss = None
@@ -159,10 +163,10 @@ def train_denoiser(
             loss = denoiser.loss(x, sigma, generator=noise_generator).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+        torch.nn.utils.clip_grad_norm_(parameters, grad_clip, foreach=True)
         optimizer.step()
         lr_schedule.step()
-        _update_ema(ema, denoiser, min(ema_decay, (1 + k) / (10 + k)))
+        _update_ema(averaged, current, min(ema_decay, (1 + k) / (10 + k)))
 
         loss = loss.detach()
         running_loss = loss if running_loss is None else running_loss.lerp(loss, LOSS_SMOOTHING)
