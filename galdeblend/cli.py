@@ -32,6 +32,7 @@ RUN_EXAMPLES = """examples:
 LEARN_EXAMPLES = """examples:
   galdeblend learn sims/blend_*_hsc.fits --blank sims/sky_*_hsc.fits --out my_priors/ --laps 4
   galdeblend learn sims/blend_*.fits --out my_priors/ --resume
+  torchrun --nproc-per-node 4 -m galdeblend learn sims/blend_*.fits --out my_priors/
 """
 SIMULATE_EXAMPLES = """examples:
   galdeblend simulate sims/ --survey hsc --survey hst --n-blends 50 --n-sky 10 --seed 1
@@ -206,10 +207,12 @@ def cmd_run(args) -> int:
 
 
 def cmd_learn(args) -> int:
+    from galdeblend import distributed
     from galdeblend.learn import learn
     from galdeblend.priors import Priors
     from galdeblend.scene import PriorFrame
 
+    distributed.init_from_env()  # under torchrun: join the other ranks
     failures: list[tuple[str, str]] = []
     fields = _fields(_read([(p, {}) for p in args.cutouts], failures))
     blank_obs = _read([(p, {}) for p in args.blank], failures)
@@ -245,8 +248,9 @@ def cmd_learn(args) -> int:
         seed=args.seed,
         progress=not args.quiet,
     )
-    learned.save(out)
-    print(f"priors written to {out}")
+    if distributed.is_main():
+        learned.save(out)
+        print(f"priors written to {out}")
     return 0
 
 
@@ -356,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=LEARN_EXAMPLES,
         formatter_class=fmt,
         description="Learn galaxy and sky priors from the cutouts alone; every lap is "
-        "checkpointed, --resume continues a killed run.",
+        "checkpointed, --resume continues a killed run. Under torchrun the processes share "
+        "each lap's work.",
     )
     learn.add_argument("cutouts", nargs="+", help="FITS cutouts with galaxies")
     learn.add_argument("--blank", nargs="*", default=[], help="blank-sky FITS cutouts")

@@ -16,6 +16,9 @@ priors, and an M-step, which fits each learned kind's prior to its own samples
   into place only when complete); ``resume=True`` continues after the last complete
   lap. Every random draw of lap ``k`` is seeded from ``(seed, k)``, so a resumed run
   gives the same priors as an uninterrupted one.
+- Under ``torchrun`` (:mod:`galdeblend.distributed`) the ranks share the E-step's
+  chunks of observations, whose samples do not depend on the number of ranks, and the
+  M-step's minibatches; rank 0 alone writes the checkpoints and shows progress.
 """
 
 from __future__ import annotations
@@ -31,11 +34,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from galdeblend import distributed
 from galdeblend.diffusion.gaussian import GaussianPrior
 from galdeblend.diffusion.prior import DiffusionPrior, load_prior, save_prior
 from galdeblend.errors import InputError
 from galdeblend.operators.base import LinearOperator
-from galdeblend.posterior import sample_posterior, select_items, validate_problem
+from galdeblend.posterior import BATCH_SIZE, sample_posterior, select_items, validate_problem
 
 __all__ = ["View", "em", "lap_plan"]
 
@@ -145,11 +149,12 @@ def em(
         ``filter(kind, samples) -> samples`` applied before each M-step (e.g. to
         drop samples that are not finite or not plausible).
     checkpoint_dir : path, optional
-        Where each lap's priors are written.
+        Where each lap's priors are written (by rank 0 under ``torchrun``).
     resume : bool
         Continue after the last complete lap found in ``checkpoint_dir``.
     seed : int
     progress : bool
+        Show progress bars (on rank 0 only under ``torchrun``).
 
     Returns
     -------
@@ -160,6 +165,7 @@ def em(
     frozen = set(frozen)
     train = dict(train or {})
     sampling = dict(sampling or {})
+    progress = progress and distributed.is_main()
     _validate_views(views, priors)
     plan = lap_plan(
         [k for k in kinds if k not in frozen],
@@ -219,18 +225,20 @@ def em(
                     x, **{"seed": lap_seed, "progress": progress, **train}
                 )
         if checkpoint_dir is not None:
-            _save_lap(
-                checkpoint_dir,
-                lap,
-                current,
-                {
-                    "phase": phase,
-                    "learned": list(learned),
-                    "seed": seed,
-                    "algorithm": algorithm,
-                    "n_laps": len(plan),
-                },
-            )
+            if distributed.is_main():
+                _save_lap(
+                    checkpoint_dir,
+                    lap,
+                    current,
+                    {
+                        "phase": phase,
+                        "learned": list(learned),
+                        "seed": seed,
+                        "algorithm": algorithm,
+                        "n_laps": len(plan),
+                    },
+                )
+            distributed.barrier()
         bar.update(1)
     bar.close()
     return current
@@ -243,7 +251,8 @@ def _validate_views(views: Sequence[View], priors: Mapping) -> None:
             raise InputError(f"views[{i}] ({view.name}): no prior for source kind(s) {missing}")
         if len(view.sources) != len(view.operators):
             raise InputError(
-                f"views[{i}] ({view.name}): {len(view.operators)} operators for {len(view.sources)} sources"
+                f"views[{i}] ({view.name}): {len(view.operators)} operators "
+                f"for {len(view.sources)} sources"
             )
         try:
             validate_problem(
@@ -260,17 +269,36 @@ def _select(view: View, index: Tensor):
 
 def _e_step(
     views: Sequence[View], current: Mapping, *, chunk_size: int | None, sampling: Mapping, seed: int
-):
-    """One posterior sample per source of each (chunk of each) view, grouped by kind."""
-    by_kind: dict[str, list[Tensor]] = {}
+) -> dict[str, Tensor]:
+    """One posterior sample per source of each (chunk of each) view, grouped by kind.
+
+    The selected observations of every view are cut into the sampler's chunks of
+    ``batch_size``, and each rank samples its share of all views' chunks. A chunk's draws
+    are seeded from its view, first observation and size (see
+    :func:`~galdeblend.posterior.chunk_generator`), so the samples, gathered on every
+    rank, are those of one process whatever the number of ranks.
+
+    Returns
+    -------
+    dict kind -> Tensor, shape ``(M, *shape_kind)``
+        The samples of every source of that kind, by view, then source, then observation.
+    """
     generator = torch.Generator().manual_seed(seed)
+    batch_size = sampling.get("batch_size", BATCH_SIZE)
+    chunks: list[tuple[int, Tensor]] = []  # (view, global ids of its observations)
     for v, view in enumerate(views):
         N = len(view)
         if chunk_size is not None and chunk_size < N:
             index = torch.randperm(N, generator=generator)[:chunk_size].sort().values
         else:
             index = torch.arange(N)
-        y, var, ops = _select(view, index)
+        chunks += [(v, ids) for ids in index.split(batch_size)]
+
+    mine: dict[int, list[Tensor]] = {}  # chunk -> per source (n_chunk, *shape_b), on the CPU
+    for c in distributed.shard(len(chunks)):
+        v, ids = chunks[c]
+        view = views[v]
+        y, var, ops = _select(view, ids)
         samples = sample_posterior(
             [current[k] for k in view.sources],
             y,
@@ -278,11 +306,18 @@ def _e_step(
             var,
             n_samples=1,
             seed=seed + 7 * v,
-            item_ids=index.tolist(),
+            item_ids=ids.tolist(),
             **sampling,
         )
-        for kind, x in zip(view.sources, samples):
-            by_kind.setdefault(kind, []).append(x[:, 0])
+        mine[c] = [x[:, 0].cpu() for x in samples]
+    drawn = {c: xs for part in distributed.all_gather(mine) for c, xs in part.items()}
+
+    by_kind: dict[str, list[Tensor]] = {}
+    for v, view in enumerate(views):
+        parts = [drawn[c] for c, (w, _) in enumerate(chunks) if w == v]
+        for b, kind in enumerate(view.sources):
+            x = torch.cat([xs[b] for xs in parts]).to(view.y.device)
+            by_kind.setdefault(kind, []).append(x)
     return {kind: torch.cat(xs) for kind, xs in by_kind.items()}
 
 
@@ -310,6 +345,7 @@ def _load_last_lap(checkpoint_dir: Path, current: dict, plan) -> tuple[int, dict
     state = json.loads((last / "state.json").read_text())
     if state.get("n_laps") != len(plan):
         raise InputError(
-            f"{last}: the checkpoint belongs to a run of {state.get('n_laps')} laps, this run has {len(plan)}"
+            f"{last}: the checkpoint belongs to a run of {state.get('n_laps')} laps, "
+            f"this run has {len(plan)}"
         )
     return state["lap"] + 1, {kind: load_prior(last / kind) for kind in current}

@@ -36,6 +36,8 @@ __all__ = [
     "chunk_generator",
 ]
 
+BATCH_SIZE = 64  # default number of (observation, sample) pairs denoised at once
+
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
     """Per-item inner product ``(B,)`` accumulated in float64."""
@@ -220,7 +222,8 @@ def validate_problem(
         )
     if len(priors) != len(operators):
         raise InputError(
-            f"operators: {len(operators)} operators for {len(priors)} priors (one per source expected)"
+            f"operators: {len(operators)} operators for {len(priors)} priors "
+            "(one per source expected)"
         )
     if not torch.isfinite(y).all():
         raise InputError(f"y: {int((~torch.isfinite(y)).sum())} values are NaN or infinite")
@@ -231,18 +234,21 @@ def validate_problem(
             out_shape = tuple(A[0:1].forward(probe).shape[1:])
         except (RuntimeError, ValueError, IndexError) as err:
             raise InputError(
-                f"operators[{b}]: cannot be applied to a source of shape {tuple(prior.shape)} ({err})"
+                f"operators[{b}]: cannot be applied to a source of shape "
+                f"{tuple(prior.shape)} ({err})"
             ) from err
         if out_shape != obs_shape:
             raise InputError(
-                f"operators[{b}]: maps source shape {tuple(prior.shape)} to {out_shape}, but y has obs shape {obs_shape}"
+                f"operators[{b}]: maps source shape {tuple(prior.shape)} to {out_shape}, "
+                f"but y has obs shape {obs_shape}"
             )
     var = torch.as_tensor(noise_variance, dtype=y.dtype, device=y.device)
     try:
         torch.broadcast_shapes(var.shape, y.shape)
     except RuntimeError as err:
         raise InputError(
-            f"noise_variance: shape {tuple(var.shape)} does not broadcast against y {tuple(y.shape)}"
+            f"noise_variance: shape {tuple(var.shape)} "
+            f"does not broadcast against y {tuple(y.shape)}"
         ) from err
     if torch.broadcast_shapes(var.shape, y.shape) != y.shape:
         raise InputError(
@@ -250,7 +256,8 @@ def validate_problem(
         )
     if not (torch.isfinite(var) & (var > 0)).all():
         raise InputError(
-            "noise_variance: must be finite and > 0 everywhere (mask bad pixels in the operator instead)"
+            "noise_variance: must be finite and > 0 everywhere "
+            "(mask bad pixels in the operator instead)"
         )
     return var
 
@@ -283,7 +290,7 @@ def sample_posterior(
     tau: float = 0.1,
     cg_iterations: int = 1,
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: int = BATCH_SIZE,
     item_ids: Sequence[int] | None = None,
     progress: bool = False,
 ) -> list[Tensor]:

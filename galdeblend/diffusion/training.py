@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from galdeblend import distributed
 from galdeblend.diffusion.denoisers import EDMDenoiser
 from galdeblend.diffusion.schedule import VESchedule
 from galdeblend.errors import InputError
@@ -85,8 +86,8 @@ def train_denoiser(
     """Train ``denoiser`` on ``samples`` and return the exponential moving average.
 
     Each step draws a minibatch (see :func:`minibatches`: one random permutation per
-    epoch), times ``t ~ Beta(3, 3)`` and noise levels ``sigma = schedule.sigma(t)``, and
-    takes an Adam step (AdamW when ``weight_decay > 0``) on the mean of
+    epoch), times ``t ~ Beta(3, 3)``, noise levels ``sigma = schedule.sigma(t)`` and noise
+    ``eps``, and takes an Adam step (AdamW when ``weight_decay > 0``) on the mean of
     :meth:`EDMDenoiser.loss`, with the gradient norm clipped to ``grad_clip`` and the
     learning rate decayed from ``lr`` to 0 by a cosine over ``steps``. The average uses
     the decay ``min(ema_decay, (1 + k) / (10 + k))`` at step ``k``, so that it forgets
@@ -126,16 +127,23 @@ def train_denoiser(
     With a fixed ``seed`` and initial weights, the result is bitwise reproducible on
     CPU. Indices are drawn by a CPU generator seeded with ``seed``; times and noise by
     a generator on ``device`` seeded from the first.
+
+    Under ``torchrun`` (see :mod:`galdeblend.distributed`) every rank starts from rank 0's
+    weights and draws the same minibatch, times and noise; each rank computes the loss of
+    its share of the ``batch_size`` rows (``sum / batch_size``), and the gradients are
+    summed over the ranks, which gives the single-process step up to rounding.
     """
     _check_samples(denoiser, samples)
-    if steps < 1 or batch_size < 1 or not 0.0 <= ema_decay < 1.0 or grad_clip <= 0:
+    ranks = distributed.world_size()
+    if steps < 1 or batch_size < ranks or not 0.0 <= ema_decay < 1.0 or grad_clip <= 0:
         raise InputError(
-            "train_denoiser: need steps >= 1, batch_size >= 1, 0 <= ema_decay < 1 and "
-            f"grad_clip > 0, got steps={steps}, batch_size={batch_size}, "
-            f"ema_decay={ema_decay}, grad_clip={grad_clip}"
+            f"train_denoiser: need steps >= 1, batch_size >= {ranks} (one row per rank), "
+            f"0 <= ema_decay < 1 and grad_clip > 0, got steps={steps}, "
+            f"batch_size={batch_size}, ema_decay={ema_decay}, grad_clip={grad_clip}"
         )
     device = torch.device(device) if device is not None else next(denoiser.parameters()).device
     denoiser.to(device)
+    distributed.broadcast_([*denoiser.parameters(), *denoiser.buffers()])
     was_training = denoiser.training
     denoiser.train()
     ema = copy.deepcopy(denoiser).requires_grad_(False)
@@ -154,21 +162,28 @@ def train_denoiser(
     current = (list(denoiser.parameters()), list(denoiser.buffers()))
     lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
 
+    rows = distributed.shard(batch_size)
+    own = slice(rows.start, rows.stop)  # this rank's rows of every minibatch
     running_loss = None
     bar = tqdm(range(steps), disable=not progress, desc="train denoiser")
     for k in bar:
-        x = samples[next(batches).to(samples.device)].to(device)
-        sigma = schedule.sigma(sample_times(x.shape[0], generator=noise_generator)).to(x.dtype)
+        x = samples[next(batches)[own].to(samples.device)].to(device)
+        t = sample_times(batch_size, generator=noise_generator)
+        eps = torch.randn(
+            (batch_size, *denoiser.shape), generator=noise_generator, dtype=x.dtype, device=device
+        )
+        sigma = schedule.sigma(t[own]).to(x.dtype)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision):
-            loss = denoiser.loss(x, sigma, generator=noise_generator).mean()
+            loss = denoiser.loss(x, sigma, eps=eps[own]).sum() / batch_size
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        loss = loss.detach()
+        distributed.all_reduce_sum_([loss, *(p.grad for p in parameters if p.grad is not None)])
         torch.nn.utils.clip_grad_norm_(parameters, grad_clip, foreach=True)
         optimizer.step()
         lr_schedule.step()
         _update_ema(averaged, current, min(ema_decay, (1 + k) / (10 + k)))
 
-        loss = loss.detach()
         running_loss = loss if running_loss is None else running_loss.lerp(loss, LOSS_SMOOTHING)
         if progress and (k % DISPLAY_EVERY == 0 or k == steps - 1):
             bar.set_postfix(loss=f"{running_loss.item():.4g}")
