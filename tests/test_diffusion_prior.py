@@ -41,7 +41,8 @@ def test_toy_prior_matches_truth(tmp_path):
         / torch.linalg.norm(torch.cov(truth.T))
         < 0.15
     )
-    # Kernel two-sample statistic: model vs truth is close to truth vs truth and far from a Gaussian fit.
+    # Kernel two-sample statistic: model vs truth is close to truth vs truth
+    # and far from a Gaussian fit.
     same = mmd2(truth, toy_samples(2048, 2))
     gauss = (
         torch.randn(2048, 2, generator=torch.Generator().manual_seed(3))
@@ -57,3 +58,31 @@ def test_toy_prior_matches_truth(tmp_path):
     sigma = torch.full((5,), 0.3)
     torch.testing.assert_close(loaded(x_t, sigma), prior(x_t, sigma))
     assert math.isclose(loaded.schedule.sigma_max, 10.0)
+
+
+def _unet_prior():
+    from galdeblend.engine import UNet
+
+    torch.manual_seed(0)
+    backbone = UNet(2, channels=(8, 16), attention_levels=(1,))
+    return DiffusionPrior(backbone, shape=(2, 16, 16)).eval().requires_grad_(False)
+
+
+def test_accelerate_keeps_the_denoiser_and_its_saved_weights(tmp_path):
+    prior = _unet_prior()
+    g = torch.Generator().manual_seed(1)
+    x_t = torch.randn(4, 2, 16, 16, generator=g)
+    sigma = torch.tensor([0.05, 0.5, 2.0, 10.0])
+    reference = prior(x_t, sigma)
+
+    prior.accelerate(channels_last=True)
+    torch.testing.assert_close(prior(x_t, sigma), reference, rtol=1e-5, atol=1e-5)
+
+    prior.accelerate(bf16=True)
+    fast = prior(x_t, sigma)
+    assert fast.dtype == x_t.dtype  # the preconditioning and the output stay in float32
+    error = (fast - reference).norm() / reference.norm()
+    assert 0 < error < 0.02  # bfloat16 keeps about 3 significant digits in the network
+
+    prior.save(tmp_path / "p")
+    torch.testing.assert_close(load_prior(tmp_path / "p")(x_t, sigma), reference)

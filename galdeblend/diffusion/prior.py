@@ -85,11 +85,42 @@ class DiffusionPrior(nn.Module):
 
         if tuple(samples.shape[1:]) != self.shape:
             raise InputError(
-                f"DiffusionPrior.fit: samples have shape {tuple(samples.shape[1:])}, expected {self.shape}"
+                f"DiffusionPrior.fit: samples have shape {tuple(samples.shape[1:])}, "
+                f"expected {self.shape}"
             )
         self.denoiser.requires_grad_(True)
         self.denoiser = train_denoiser(self.denoiser, self.schedule, samples, **train_options)
         self.denoiser.requires_grad_(False)  # sampling differentiates inputs only
+        return self
+
+    def accelerate(
+        self, *, bf16: bool = False, channels_last: bool = False, compile: str | None = None
+    ) -> DiffusionPrior:
+        """Switch on the fast paths of the network; returns ``self``.
+
+        Parameters
+        ----------
+        bf16 : bool
+            Run the backbone under bfloat16 autocast (the EDM preconditioning, the
+            likelihood and the conjugate gradients of posterior sampling stay in the
+            data's type).
+        channels_last : bool
+            Store the convolution weights and feed the images channels-last.
+        compile : str, optional
+            :func:`torch.compile` the backbone (forward and backward, hence also the
+            vector-Jacobian products of posterior sampling) with this mode, e.g.
+            ``"default"``, ``"max-autotune"`` or ``"reduce-overhead"`` (CUDA graphs).
+
+        Notes
+        -----
+        These are run-time settings: :meth:`save` writes the same weights either way.
+        """
+        self.denoiser.network_dtype = torch.bfloat16 if bf16 else None
+        self.denoiser.channels_last = bool(channels_last)
+        if channels_last:
+            self.denoiser.backbone.to(memory_format=torch.channels_last)
+        if compile is not None:
+            self.denoiser.backbone.compile(mode=compile, dynamic=False)
         return self
 
     def config(self) -> dict:
