@@ -8,7 +8,8 @@ torch tensors included) and returns numpy values.
 - shapes: :func:`shape_moments`, :func:`shape_error` (galsim.hsm adaptive moments);
 - posterior calibration: :func:`coverage` of the central posterior intervals;
 - goodness of fit: :func:`chi2_per_pixel`;
-- prior quality: :func:`pqmass` (the ``pqm`` package, from the ``bench`` extra);
+- prior quality: :func:`pqmass` (the ``pqm`` package, from the ``bench`` extra) and
+  :func:`frechet_distance` between feature sets (e.g. a classifier's embeddings);
 - tables: :func:`summarize` (median and 68% range).
 """
 
@@ -39,6 +40,7 @@ __all__ = [
     "chi2_per_pixel",
     "PQMassResult",
     "pqmass",
+    "frechet_distance",
     "Summary",
     "summarize",
 ]
@@ -415,6 +417,41 @@ def chi2_per_pixel(data: Any, model: Any, variance: Any, mask: Any | None = None
     if not np.all(var[good] > 0):
         raise InputError("chi2_per_pixel: variance must be > 0 on unmasked pixels")
     return float(np.mean((d[good] - m[good]) ** 2 / var[good]))
+
+
+def frechet_distance(features_a: Any, features_b: Any) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (as in FID).
+
+    ``|m_a - m_b|^2 + Tr(C_a + C_b - 2 (C_a^1/2 C_b C_a^1/2)^1/2)`` with the mean and
+    covariance of each set computed separately.
+
+    Parameters
+    ----------
+    features_a : array, shape (N, F)
+    features_b : array, shape (M, F)
+
+    Returns
+    -------
+    float
+    """
+    a, b = _as_array(features_a, "features_a"), _as_array(features_b, "features_b")
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise InputError(
+            f"frechet_distance: expected features (N, F) and (M, F) with N, M >= 2, got "
+            f"{a.shape} and {b.shape}"
+        )
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root_a = _psd_sqrt(cov_a)
+    cross = _psd_sqrt(root_a @ cov_b @ root_a)
+    mean_term = np.sum((a.mean(0) - b.mean(0)) ** 2)
+    return float(mean_term + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(cross))
+
+
+def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
+    """Square root of a symmetric positive semi-definite matrix (negative eigenvalues clipped)."""
+    eigenvalues, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
+    return (vectors * np.sqrt(np.clip(eigenvalues, 0, None))) @ vectors.T
 
 
 @dataclass(frozen=True)

@@ -178,3 +178,17 @@ def test_summarize_percentiles_skip_nan() -> None:
     summary = summarize(values)
     assert (summary.median, summary.low, summary.high, summary.count) == (50.0, 16.0, 84.0, 101)
     assert np.isnan(summarize([np.nan]).median)
+
+
+def test_frechet_distance_matches_the_closed_form_for_gaussians():
+    from galdeblend.metrics import frechet_distance
+
+    rng = np.random.default_rng(0)
+    n = 200_000
+    a = rng.normal(size=(n, 3)) * [1.0, 2.0, 3.0]
+    b = rng.normal(size=(n, 3)) * [2.0, 2.0, 1.0] + [1.0, 0.0, 0.0]
+    # |m_a - m_b|^2 + sum (s_a - s_b)^2 for diagonal covariances: 1 + 1 + 0 + 4.
+    assert frechet_distance(a, b) == pytest.approx(6.0, rel=0.02)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(InputError):
+        frechet_distance(a, b[:, :2])

@@ -127,3 +127,18 @@ def test_bad_input():
         PCPCA(rank=1, gamma=0.5).posterior(target)
     with pytest.raises(InputError, match="rank must be >= 1"):
         PCPCA(rank=0, gamma=0.5)
+
+
+def test_shared_operator_posterior_equals_the_per_observation_one():
+    target, background, _, _ = planted(n=300)
+    model = PCPCA(rank=2, gamma=0.5).fit(target, background)
+    g = torch.Generator().manual_seed(3)
+    M = torch.randn(3, D, generator=g, dtype=DT)
+    y = torch.randn(7, 3, generator=g, dtype=DT)
+    shared_mean, shared_cov = model.posterior(y, Matrix(M))
+    mean, cov = model.posterior(y, Matrix(M.expand(7, 3, D).clone()))
+    torch.testing.assert_close(shared_mean, mean)
+    torch.testing.assert_close(shared_cov, cov)
+    draws = model.sample_posterior(y, Matrix(M), n_samples=4000, seed=1)
+    assert draws.shape == (7, 4000, D)
+    torch.testing.assert_close(draws.mean(1), mean, atol=0.1, rtol=0)

@@ -135,7 +135,9 @@ class PCPCA:
                     f"got {noise_variance}"
                 )
             moments = [
-                _projected_moments(x.double(), _dense(op, len(x), name), noise_variance)
+                _projected_moments(
+                    x.double(), _dense(op, len(x), name).expand(len(x), -1, -1), noise_variance
+                )
                 for x, op, name in (
                     (target, target_operator, "target_operator"),
                     (background, background_operator, "background_operator"),
@@ -163,30 +165,35 @@ class PCPCA:
         covariance : Tensor, shape (B, D, D)
             ``W W^T - W W^T A^T S^-1 A W W^T``.
         """
+        mean, covariance = self._posterior(y, operator)
+        return mean.to(y.dtype), covariance.expand(len(y), *covariance.shape[-2:]).to(y.dtype)
+
+    def _posterior(self, y: Tensor, operator: LinearOperator | None) -> tuple[Tensor, Tensor]:
+        """:meth:`posterior` in float64, the covariance ``(D, D)`` when ``A`` is shared."""
         if self.factors is None:
             raise InputError("PCPCA.posterior: call fit first")
         B = _check_data(y, "y")
         D = self.factors.shape[0]
+        # A: (M, D) when shared by every observation (computed once), else (B, M, D).
         A = (
-            torch.eye(D, dtype=torch.float64, device=y.device).expand(B, D, D)
+            torch.eye(D, dtype=torch.float64, device=y.device)
             if operator is None
             else _dense(operator, B, "operator")
         )
-        if A.shape[1] != y.shape[1]:
+        if A.shape[-2] != y.shape[1]:
             raise InputError(
                 f"PCPCA.posterior: y has {y.shape[1]} values per observation, "
-                f"the operator gives {A.shape[1]}"
+                f"the operator gives {A.shape[-2]}"
             )
-        AW = A @ self.factors  # (B, M, r)
-        S = AW @ AW.transpose(1, 2) + self.noise_variance * torch.eye(
-            A.shape[1], dtype=torch.float64, device=A.device
+        AW = A @ self.factors  # (..., M, r)
+        S = AW @ AW.mT + self.noise_variance * torch.eye(
+            A.shape[-2], dtype=torch.float64, device=A.device
         )
-        residual = y.double() - A @ self.mean
-        K = self.factors @ torch.linalg.solve(S, AW).transpose(1, 2)  # (B, D, M): W W^T A^T S^-1
+        K = self.factors @ torch.linalg.solve(S, AW).mT  # (..., D, M): W W^T A^T S^-1
+        residual = y.double() - (A @ self.mean).expand(B, -1)  # (B, M)
         mean = self.mean + (K @ residual.unsqueeze(-1)).squeeze(-1)
         WWt = self.factors @ self.factors.T
-        covariance = WWt - K @ A @ WWt
-        return mean.to(y.dtype), covariance.to(y.dtype)
+        return mean, WWt - K @ A @ WWt
 
     def sample_posterior(
         self,
@@ -197,10 +204,10 @@ class PCPCA:
         seed: int = 0,
     ) -> Tensor:
         """Draws ``(B, n_samples, D)`` from :meth:`posterior`."""
-        mean, covariance = self.posterior(y, operator)
+        mean, covariance = self._posterior(y, operator)
         # The posterior covariance has rank <= r; factor it by eigendecomposition.
-        eigenvalues, vectors = torch.linalg.eigh(covariance.double())
-        root = vectors * eigenvalues.clamp_min(0).sqrt().unsqueeze(1)
+        eigenvalues, vectors = torch.linalg.eigh(covariance)
+        root = vectors * eigenvalues.clamp_min(0).sqrt().unsqueeze(-2)
         g = torch.Generator(mean.device).manual_seed(seed)
         z = torch.randn(
             mean.shape[0],
@@ -210,7 +217,7 @@ class PCPCA:
             dtype=torch.float64,
             device=mean.device,
         )
-        return (mean.double().unsqueeze(1) + z @ root.transpose(1, 2)).to(y.dtype)
+        return (mean.unsqueeze(1) + z @ root.mT).to(y.dtype)
 
 
 def contrastive_log_likelihood(
@@ -298,10 +305,12 @@ def _projected_moments(y: Tensor, A: Tensor, noise_variance: float) -> tuple[Ten
 
 
 def _dense(operator: LinearOperator, N: int, name: str) -> Tensor:
-    """The ``(N, M, D)`` matrices of a batched linear operator on flat vectors, in float64."""
+    """The matrix ``(M, D)`` (one for all) or ``(N, M, D)`` of an operator, in float64."""
     M = getattr(operator, "M", None)
-    if isinstance(M, Tensor) and M.ndim in (2, 3):
-        return M.double().expand(N, *M.shape[-2:])
+    if isinstance(M, Tensor) and M.ndim == 3 and M.shape[0] in (1, N):
+        return M.double() if M.shape[0] == N else M[0].double()
+    if isinstance(M, Tensor) and M.ndim == 2:
+        return M.double()
     raise InputError(
         f"PCPCA: {name} must be a galdeblend.operators.Matrix, got {type(operator).__name__}"
     )
