@@ -350,8 +350,9 @@ def benchmark(
         start = time.perf_counter()
         x = RUNNERS[method](kinds, views, test, scale, laps, seed)
         scores[method] = (psnr(x, truth), pooled_psnr(x, truth))
+        label = method if method == "pcpca" else f"{method} ({laps} laps)"
         print(
-            f"[{n_sources} sources] {method} ({laps} laps): {scores[method][0]:.2f} dB "
+            f"[{n_sources} sources] {label}: {scores[method][0]:.2f} dB "
             f"(pooled {scores[method][1]:.2f} dB) in {time.perf_counter() - start:.0f} s",
             file=sys.stderr,
             flush=True,
@@ -383,7 +384,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--sources", choices=("2", "3", "all"), default="all")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--laps", type=int, help="diffusion EM laps of every method (overrides the scale's)")
+    parser.add_argument(
+        "--laps", type=int, help="diffusion EM laps of every method (overrides the scale's)"
+    )
     args = parser.parse_args(argv)
     scale = FULL if args.full else REDUCED
     if args.laps is not None:

@@ -94,7 +94,9 @@ def main() -> None:
             "name": "galdeblend-default-hsc-hst-v1",
             "recipe": "data_recipes/default_priors.py",
             "data": {
-                "simulation": "galdeblend.simulate.simulate_scene, parametric bulge + disk galaxies",
+                "simulation": (
+                    "galdeblend.simulate.simulate_scene, parametric bulge + disk galaxies"
+                ),
                 "surveys": list(SURVEYS),
                 "fields": args.fields,
                 "blank_fields": args.blank,

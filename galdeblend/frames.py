@@ -59,7 +59,8 @@ class Frame:
             raise InputError(f"Frame: {len(self.bands)} bands for {self.shape[0]} planes")
         if self.psf is not None and (np.ndim(self.psf) != 3 or len(self.psf) != self.shape[0]):
             raise InputError(
-                f"Frame: psf must have shape (C, h, w) with C = {self.shape[0]}, got {np.shape(self.psf)}"
+                f"Frame: psf must have shape (C, h, w) with C = {self.shape[0]}, "
+                f"got {np.shape(self.psf)}"
             )
 
     @property

@@ -2,7 +2,8 @@
 
 On disk a prior set is a directory::
 
-    priors.json          {"format_version", "galaxy_frame": {...}, "kinds": [...], "metadata": {...}}
+    priors.json          {"format_version", "galaxy_frame": {...}, "kinds": [...],
+                          "metadata": {...}}
     galaxy/              prior.json + weights.safetensors
     sky/                 prior.json + weights.safetensors
 
@@ -54,8 +55,8 @@ class Priors:
             raise InputError(f"Priors: missing prior(s) for kind(s) {sorted(missing)}")
         if tuple(self.kinds["galaxy"].shape) != tuple(self.galaxy_frame.shape):
             raise InputError(
-                f"Priors: galaxy prior shape {tuple(self.kinds['galaxy'].shape)} differs from its frame "
-                f"{tuple(self.galaxy_frame.shape)}"
+                f"Priors: galaxy prior shape {tuple(self.kinds['galaxy'].shape)} "
+                f"differs from its frame {tuple(self.galaxy_frame.shape)}"
             )
 
     def __getitem__(self, kind: str) -> Prior:
@@ -95,7 +96,8 @@ class Priors:
         """A human-readable summary (``galdeblend info``)."""
         f = self.galaxy_frame
         lines = [
-            f'galaxy frame: {f.shape[1]}x{f.shape[2]} px at {f.pixel_scale}"/px, bands {", ".join(f.bands)}, '
+            f'galaxy frame: {f.shape[1]}x{f.shape[2]} px at {f.pixel_scale}"/px, '
+            f"bands {', '.join(f.bands)}, "
             f'model PSF FWHM {f.psf_fwhm}"',
         ]
         for kind, prior in self.kinds.items():

@@ -138,7 +138,8 @@ class GaussianPrior(nn.Module):
         N, D = X.shape
         if D != self.mean.numel():
             raise ValueError(
-                f"GaussianPrior.fit: samples have {D} values per item, prior has {self.mean.numel()}"
+                f"GaussianPrior.fit: samples have {D} values per item, "
+                f"prior has {self.mean.numel()}"
             )
         mean = X.mean(0)
         X = X - mean

@@ -31,7 +31,8 @@ class VESchedule:
     def __post_init__(self):
         if not 0 < self.sigma_min < self.sigma_max:
             raise ValueError(
-                f"VESchedule: need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}"
+                "VESchedule: need 0 < sigma_min < sigma_max, "
+                f"got {self.sigma_min}, {self.sigma_max}"
             )
 
     def sigma(self, t: Tensor) -> Tensor:

@@ -87,7 +87,10 @@ class Convolve(LinearOperator):
         return (H + h - 1, W + w - 1) if self.full else (H, W)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Convolve ``(B, C, H, W) -> (B, C, H, W)``, or ``(B, C, H + h - 1, W + w - 1)`` if full."""
+        """Convolve ``(B, C, H, W) -> (B, C, H, W)``.
+
+        Or ``(B, C, H + h - 1, W + w - 1)`` if full.
+        """
         K, size = self._kernel_fft(x)
         (Ho, Wo), (oy, ox) = self._out_size(*x.shape[-2:]), self._offsets()
         full = torch.fft.irfft2(torch.fft.rfft2(x, s=size) * K, s=size)
@@ -192,7 +195,8 @@ class SelectBands(LinearOperator):
         self.n_bands = int(n_bands)
         if self.indices.numel() and (self.indices.min() < 0 or self.indices.max() >= self.n_bands):
             raise InputError(
-                f"SelectBands: indices {self.indices.tolist()} out of range for {self.n_bands} bands"
+                f"SelectBands: indices {self.indices.tolist()} "
+                f"out of range for {self.n_bands} bands"
             )
 
     def forward(self, x: Tensor) -> Tensor:

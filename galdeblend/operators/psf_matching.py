@@ -91,7 +91,8 @@ def difference_kernel(
     """
     if pixel_scale_obs <= 0 or pixel_scale_model <= 0:
         raise InputError(
-            f"difference_kernel: pixel scales must be > 0, got {pixel_scale_obs} and {pixel_scale_model}"
+            "difference_kernel: pixel scales must be > 0, "
+            f"got {pixel_scale_obs} and {pixel_scale_model}"
         )
     if obs_jacobian is None:
         obs_wcs = galsim.PixelScale(pixel_scale_obs)
