@@ -165,6 +165,8 @@ def cmd_run(args) -> int:
     sampler = {k: v for k, v in config.items() if k in SAMPLER_KEYS}
     if args.steps is not None:
         sampler["steps"] = args.steps
+    if args.batch_size is not None:
+        sampler["batch_size"] = args.batch_size
     n_samples = args.samples if args.samples is not None else config.get("samples", 16)
     rows: list[dict] = []
     written = 0
@@ -181,6 +183,7 @@ def cmd_run(args) -> int:
                 n_samples=n_samples,
                 seed=args.seed + k,
                 device=args.device,
+                fast=args.fast,
                 progress=not args.quiet,
                 **sampler,
             )
@@ -348,6 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--out", default="results", help="output directory (default: results)")
     run.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    run.add_argument(
+        "--batch-size",
+        type=int,
+        help="posterior samples denoised at once; lower it to bound memory (default 16)",
+    )
+    run.add_argument(
+        "--fast", action="store_true", help="bfloat16 and channels-last networks (for GPUs)"
+    )
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--config", help="YAML file with sampler settings (steps, sampler, tau, ...)")
     run.add_argument("--overwrite", action="store_true", help="replace existing output files")

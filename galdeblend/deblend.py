@@ -12,6 +12,7 @@ from astropy.table import Table
 
 import galdeblend
 from galdeblend.diffusion.logprob import log_prob as _log_prob
+from galdeblend.diffusion.prior import DiffusionPrior
 from galdeblend.io.observation import Observation
 from galdeblend.posterior import sample_posterior
 from galdeblend.priors import Priors
@@ -36,6 +37,7 @@ def deblend(
     batch_size: int = 16,
     log_prob_steps: int = 32,
     device: str | torch.device | None = None,
+    fast: bool = False,
     progress: bool = True,
 ) -> DeblendResult:
     """Posterior samples of every galaxy and of the sky in one field.
@@ -59,6 +61,10 @@ def deblend(
         ODE steps for ``log p`` of each posterior mean; 0 skips it.
     device : str, optional
         ``"cuda"`` when available, else ``"cpu"``.
+    fast : bool
+        Run the diffusion priors' networks in bfloat16 autocast and channels-last (see
+        :meth:`~galdeblend.engine.DiffusionPrior.accelerate`; the likelihood and the
+        conjugate gradients stay in float32 or higher). Mostly useful on GPUs.
     progress : bool
 
     Returns
@@ -81,6 +87,9 @@ def deblend(
     instances = place_instances(observations, priors.galaxy_frame, positions=positions)
     problem = build_problem(observations, instances)
     inst_priors = [priors[inst.kind].to(device) for inst in instances]
+    for prior in {id(p): p for p in inst_priors}.values():
+        if isinstance(prior, DiffusionPrior):
+            prior.accelerate(bf16=fast, channels_last=fast)
     dtype = torch.float32
     operators = [A.to(device) for A in problem.operators]
     samples = sample_posterior(
@@ -124,6 +133,7 @@ def deblend(
         "cg_iterations": cg_iterations,
         "n_samples": n_samples,
         "seed": seed,
+        "fast": fast,
         "inputs": [o.source for o in observations],
     }
     return DeblendResult(observations, results, models, provenance)

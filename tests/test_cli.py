@@ -239,6 +239,9 @@ def test_config_file_sets_sampler_options(tiny_prior, sims, tmp_path):
                 str(tiny_prior),
                 "--config",
                 str(config),
+                "--batch-size",
+                "2",
+                "--fast",
                 "--out",
                 str(out),
                 "-q",
@@ -248,7 +251,7 @@ def test_config_file_sets_sampler_options(tiny_prior, sims, tmp_path):
     )
     with fits.open(posterior_path(out, cutout)) as hdul:
         provenance = json.loads(hdul[0].header["PROVJSON"])
-    assert provenance["steps"] == 2 and provenance["n_samples"] == 3
+    assert provenance["steps"] == 2 and provenance["n_samples"] == 3 and provenance["fast"]
     check_posterior_file(posterior_path(out, cutout), cutout, n_samples=3)
 
 
