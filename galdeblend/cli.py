@@ -270,6 +270,8 @@ def cmd_simulate(args) -> int:
         progress=not args.quiet,
     )
     print(f"wrote {args.n_blends} blend(s) and {args.n_sky} blank field(s) to {args.outdir}")
+    cutouts = " ".join(f"{args.outdir}/blend_*_{s}.fits" for s in args.survey or ["hsc"])
+    print(f"deblend them with: galdeblend run {cutouts} --out results/")
     return 0 if manifest else 1
 
 

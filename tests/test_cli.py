@@ -26,6 +26,7 @@ from safetensors.numpy import load_file
 
 import galdeblend
 from galdeblend.cli import main
+from galdeblend.errors import InputError
 from galdeblend.io import read_cutouts
 from galdeblend.learn import new_priors
 from galdeblend.priors import default_priors_path
@@ -418,3 +419,10 @@ def test_run_example_with_a_tiny_prior(tmp_path):
 )
 def test_run_example_with_shipped_priors(tmp_path):
     assert check_example_run(tmp_path / "out")["priors"] == "default"
+
+
+def test_a_truth_file_given_as_cutout_is_named_as_such(sims):
+    truth = sims["blend"][0].with_name(sims["blend"][0].name.replace("_hsc.fits", "_truth.fits"))
+    assert truth.exists()
+    with pytest.raises(InputError, match="simulation truth file, not a cutout"):
+        read_cutouts(truth)

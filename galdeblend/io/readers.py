@@ -378,6 +378,11 @@ def _read_hdulist(hdul: fits.HDUList, *, source: str, options: _Options) -> list
     """Detect the FITS convention of an HDUList and read it."""
     names = {hdu.name.upper() for hdu in hdul}
     primary = hdul[0].header
+    if "SIMKIND" in primary and "SURVEYS" in primary and "GALAXIES" in names:
+        raise InputError(
+            f"{source}: a galdeblend simulation truth file, not a cutout (read it with "
+            "galdeblend.simulate.read_truth; give galdeblend run the blend_*_<survey>.fits files)"
+        )
     if "IMAGE" in names and names & {"MASK", "VARIANCE"}:
         reader = _read_afw
     elif "SCI" in names:
