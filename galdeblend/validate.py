@@ -114,8 +114,15 @@ def _galaxy_rows(
     bands: Sequence[str],
     survey: str,
     matches: dict[int, tuple[np.ndarray, np.ndarray]],
+    pixel_scale: float,
 ) -> list[dict]:
-    """One row per (true galaxy, band); ``matches[k] = (sample fluxes (S, C), image (C, H, W))``."""
+    """One row per (true galaxy, band); ``matches[k] = (sample fluxes (S, C), image (C, H, W))``.
+
+    Shapes are galsim.hsm adaptive moments of the estimated and the true image in each band,
+    started at the true position.
+    """
+    from galdeblend.metrics import shape_error, shape_moments
+
     rows = []
     for k, true_image in enumerate(true_images):
         true_flux = true_image.sum(axis=(1, 2))
@@ -125,6 +132,11 @@ def _galaxy_rows(
             estimate = matches[k][1]
             mean_flux = matches[k][0].mean(axis=0)
             psnr_c, ssim_c = _image_scores(estimate, true_image)
+            xy = (float(truth_table[f"x_{survey}"][k]), float(truth_table[f"y_{survey}"][k]))
+            shape = shape_error(
+                shape_moments(estimate, pixel_scale=pixel_scale, centroid=xy),
+                shape_moments(true_image, pixel_scale=pixel_scale, centroid=xy),
+            )
         for c, band in enumerate(bands):
             row = {
                 "blend": blend,
@@ -138,6 +150,9 @@ def _galaxy_rows(
                 "flux_error": float(error[c]) if found else np.nan,
                 "psnr": float(psnr_c[c]) if found else np.nan,
                 "ssim": float(ssim_c[c]) if found else np.nan,
+                "e1_error": float(shape.e1[c]) if found else np.nan,
+                "e2_error": float(shape.e2[c]) if found else np.nan,
+                "size_error": float(shape.size[c]) if found else np.nan,
             }
             for i, level in enumerate(LEVELS):
                 row[f"inside_{level:g}"] = bool(inside[i, c]) if found else False
@@ -200,7 +215,9 @@ def score_blend(
         gal = galaxies[i]
         planes = [gal.frame.bands.index(b) for b in obs.bands]
         matches[int(k)] = (gal.samples[:, planes].sum(axis=(2, 3)), rendered[i])
-    galaxy_rows = _galaxy_rows(blend, "galdeblend", table, true_images, obs.bands, survey, matches)
+    galaxy_rows = _galaxy_rows(
+        blend, "galdeblend", table, true_images, obs.bands, survey, matches, obs.pixel_scale
+    )
     chi2 = chi2_per_pixel(obs.data, result.models[0], obs.variance, obs.mask)
     blend_rows = [
         {
@@ -224,7 +241,9 @@ def score_blend(
             int(k): (baseline.flux[i][None], baseline.sources[i])
             for i, k in zip(found, true_index, strict=True)
         }
-        galaxy_rows += _galaxy_rows(blend, method, table, true_images, obs.bands, survey, matches)
+        galaxy_rows += _galaxy_rows(
+            blend, method, table, true_images, obs.bands, survey, matches, obs.pixel_scale
+        )
         blend_rows.append(
             {
                 "blend": blend,
@@ -261,6 +280,10 @@ def _summary_table(galaxies: Table, blends: Table) -> Table:
             )
         metrics["psnr"] = np.asarray(gal["psnr"])
         metrics["ssim"] = np.asarray(gal["ssim"])
+        # |e| of the ellipticity error and |fractional size error|; failed hsm fits are NaN,
+        # which summarize() leaves out.
+        metrics["|e error|"] = np.hypot(gal["e1_error"], gal["e2_error"])
+        metrics["|size error|"] = np.abs(np.asarray(gal["size_error"]))
         metrics["completeness"] = np.asarray(per_blend["completeness"])
         if method == "galdeblend":
             metrics["chi2_per_pixel"] = np.asarray(per_blend["chi2_per_pixel"])

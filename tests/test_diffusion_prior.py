@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from galdeblend.engine import MLP, DiffusionPrior, load_prior, sample_prior
@@ -86,3 +87,23 @@ def test_accelerate_keeps_the_denoiser_and_its_saved_weights(tmp_path):
 
     prior.save(tmp_path / "p")
     torch.testing.assert_close(load_prior(tmp_path / "p")(x_t, sigma), reference)
+
+
+@pytest.mark.slow
+def test_compiled_prior_matches_eager_values_and_vector_jacobian_products():
+    prior = _unet_prior()
+    g = torch.Generator().manual_seed(2)
+    x_t = torch.randn(4, 2, 16, 16, generator=g)
+    sigma = torch.tensor([0.05, 0.5, 2.0, 10.0])
+    v = torch.randn(4, 2, 16, 16, generator=g)
+
+    def value_and_vjp(p):
+        x = x_t.clone().requires_grad_(True)
+        out = p(x, sigma)
+        (vjp,) = torch.autograd.grad(out, x, v)
+        return out.detach(), vjp
+
+    reference = value_and_vjp(prior)
+    compiled = value_and_vjp(prior.accelerate(compile="default"))
+    for a, b in zip(compiled, reference):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

@@ -64,6 +64,8 @@ def test_validate_writes_table_and_report(runs, capsys):
         "chi2_per_pixel",
         "coverage_0.68",
         "coverage_0.95",
+        "|e error|",
+        "|size error|",
     } <= metrics
     with open(report / "galaxies.csv") as f:
         galaxies = list(csv.DictReader(f))
@@ -113,6 +115,21 @@ def test_exact_posterior_flux_scores_zero_error(runs):
     assert [r["flux_error"] for r in matched] == pytest.approx(np.zeros(len(matched)), abs=1e-9)
     assert all(r[f"inside_{level:g}"] for r in matched for level in LEVELS)
     assert blend_rows[0]["completeness"] == len(matched) / (5 * len(truth.galaxies))
+
+
+def test_shape_errors_vanish_for_the_true_image(runs):
+    from galdeblend.validate import _galaxy_rows
+
+    simdir, _ = runs
+    truth = read_truth(simdir / "blend_0000_truth.fits")
+    images = truth.survey_galaxies["hsc"]
+    matches = {k: (image.sum(axis=(1, 2))[None], image) for k, image in enumerate(images)}
+    bands = ("g", "r", "i", "z", "y")
+    rows = _galaxy_rows("b", "m", truth.galaxies, images, bands, "hsc", matches, 0.168)
+    errors = np.array([[r["e1_error"], r["e2_error"], r["size_error"]] for r in rows])
+    measured = np.isfinite(errors).all(axis=1)
+    assert measured.mean() > 0.5  # hsm converges on most noiseless galaxies
+    assert np.abs(errors[measured]).max() < 1e-9
 
 
 def test_flux_scores_closed_form():
