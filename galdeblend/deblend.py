@@ -87,9 +87,9 @@ def deblend(
     instances = place_instances(observations, priors.galaxy_frame, positions=positions)
     problem = build_problem(observations, instances)
     inst_priors = [priors[inst.kind].to(device) for inst in instances]
-    for prior in {id(p): p for p in inst_priors}.values():
-        if isinstance(prior, DiffusionPrior):
-            prior.accelerate(bf16=fast, channels_last=fast)
+    for kind in {inst.kind for inst in instances}:
+        if isinstance(priors[kind], DiffusionPrior):
+            priors[kind].accelerate(bf16=fast, channels_last=fast)
     dtype = torch.float32
     operators = [A.to(device) for A in problem.operators]
     samples = sample_posterior(

@@ -286,13 +286,16 @@ def _e_step(
     generator = torch.Generator().manual_seed(seed)
     batch_size = sampling.get("batch_size", BATCH_SIZE)
     chunks: list[tuple[int, Tensor]] = []  # (view, global ids of its observations)
+    chunks_of_view: list[range] = []  # each view's chunks follow each other in `chunks`
     for v, view in enumerate(views):
         N = len(view)
         if chunk_size is not None and chunk_size < N:
             index = torch.randperm(N, generator=generator)[:chunk_size].sort().values
         else:
             index = torch.arange(N)
+        first = len(chunks)
         chunks += [(v, ids) for ids in index.split(batch_size)]
+        chunks_of_view.append(range(first, len(chunks)))
 
     mine: dict[int, list[Tensor]] = {}  # chunk -> per source (n_chunk, *shape_b), on the CPU
     for c in distributed.shard(len(chunks)):
@@ -313,8 +316,8 @@ def _e_step(
     drawn = {c: xs for part in distributed.all_gather(mine) for c, xs in part.items()}
 
     by_kind: dict[str, list[Tensor]] = {}
-    for v, view in enumerate(views):
-        parts = [drawn[c] for c, (w, _) in enumerate(chunks) if w == v]
+    for view, own in zip(views, chunks_of_view, strict=True):
+        parts = [drawn[c] for c in own]
         for b, kind in enumerate(view.sources):
             x = torch.cat([xs[b] for xs in parts]).to(view.y.device)
             by_kind.setdefault(kind, []).append(x)
