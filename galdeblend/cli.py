@@ -39,6 +39,7 @@ SIMULATE_EXAMPLES = """examples:
 """
 VALIDATE_EXAMPLES = """examples:
   galdeblend validate sims/ results/ --out report/
+  galdeblend validate sims/ results/ --prior my_priors/ --prior-samples 256
 """
 INFO_EXAMPLES = """examples:
   galdeblend info
@@ -286,7 +287,12 @@ def cmd_validate(args) -> int:
     from galdeblend.validate import markdown_table, validate
 
     table = validate(
-        args.simdir, args.resultsdir, outdir=args.out, match_radius_arcsec=args.match_radius
+        args.simdir,
+        args.resultsdir,
+        outdir=args.out,
+        match_radius_arcsec=args.match_radius,
+        priors=args.prior,
+        prior_samples=args.prior_samples,
     )
     print(markdown_table(table), end="")
     return 0
@@ -439,13 +445,25 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=VALIDATE_EXAMPLES,
         formatter_class=fmt,
         description="Match true galaxies to posterior galaxies and to photutils and SEP "
-        "sources; print a method x metric table and write a report folder (CSV, Markdown, PNG).",
+        "sources; test the galaxy prior against the true galaxies with PQMass; print a "
+        "method x metric table and write a report folder (CSV, Markdown, PNG).",
     )
     validate.add_argument("simdir", help="folder written by galdeblend simulate")
     validate.add_argument("resultsdir", help="folder written by galdeblend run on its cutouts")
     validate.add_argument("--out", help="report folder (default: RESULTSDIR/validation)")
     validate.add_argument(
         "--match-radius", type=float, default=0.4, help="match radius in arcsec (default 0.4)"
+    )
+    validate.add_argument(
+        "--prior",
+        help="prior directory whose galaxy prior PQMass tests against the true galaxies "
+        "(default: the priors shipped with galdeblend)",
+    )
+    validate.add_argument(
+        "--prior-samples",
+        type=int,
+        default=64,
+        help="galaxy-prior samples for PQMass (default 64; 0 skips the prior test)",
     )
     validate.set_defaults(func=cmd_validate)
     return parser

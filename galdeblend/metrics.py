@@ -481,6 +481,7 @@ def pqmass(
     num_refs: int = 100,
     n_tessellations: int = 10,
     seed: int = 0,
+    reference_fraction: float | None = None,
 ) -> PQMassResult:
     """PQMass test (Lemos et al. 2024, the ``pqm`` package) between two sets of samples.
 
@@ -497,6 +498,11 @@ def pqmass(
     seed : int
         Seed of the reference draws (numpy's global generator is seeded for the call and
         restored afterwards, since ``pqm`` draws from it).
+    reference_fraction : float in [0, 1], optional
+        Fraction of the references drawn from ``samples_a`` (the rest from ``samples_b``);
+        default ``N / (N + M)``. ``1.0`` draws them all from ``samples_a``, which keeps the
+        test valid when ``samples_b`` is too small to give up references (``pqm`` needs
+        more than 2 samples of a set left beyond the references drawn from it).
 
     Returns
     -------
@@ -524,13 +530,25 @@ def pqmass(
             f"pqmass: num_refs={num_refs} needs at least {2 * num_refs} samples in all, got "
             f"{a.shape[0] + b.shape[0]}"
         )
+    if reference_fraction is not None and not 0.0 <= reference_fraction <= 1.0:
+        raise InputError(f"pqmass: reference_fraction must be in [0, 1], got {reference_fraction}")
+    if reference_fraction == 1.0 and (num_refs >= a.shape[0] - 2 or b.shape[0] < 3):
+        raise InputError(
+            f"pqmass: num_refs={num_refs} references drawn from samples_a need more than "
+            f"{num_refs + 2} samples in it and at least 3 in samples_b, got {a.shape[0]} and "
+            f"{b.shape[0]}"
+        )
     a, b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
     # pqm draws its references from numpy's global generator: seed it, then restore it.
     state = np.random.get_state()  # noqa: NPY002
     np.random.seed(seed)  # noqa: NPY002
     try:
         pvalues = np.array(
-            [pqm_pvalue(a, b, num_refs=num_refs) for _ in range(n_tessellations)], dtype=float
+            [
+                pqm_pvalue(a, b, num_refs=num_refs, x_frac=reference_fraction)
+                for _ in range(n_tessellations)
+            ],
+            dtype=float,
         )
     finally:
         np.random.set_state(state)  # noqa: NPY002

@@ -19,6 +19,7 @@ works on ``x_b`` of order unity, the sky holds ``scale * x_b``
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -28,6 +29,7 @@ from astropy.coordinates import SkyCoord
 from astropy.table import Table
 from torch import Tensor
 
+from galdeblend.background import plane_background
 from galdeblend.errors import InputError
 from galdeblend.frames import Frame, _tan_wcs, gaussian_psf, observation_operator
 from galdeblend.io.observation import Observation
@@ -163,20 +165,26 @@ def detect_sources(
     *,
     nsigma: float = 3.0,
     npixels: int = 8,
+    contrast: float = 0.05,
+    min_snr: float = 5.0,
     min_separation: float = 0.4,
     max_sources: int = 8,
 ) -> SkyCoord:
     """Galaxy positions found with photutils (detection and peak deblending).
 
     Each observation gives an inverse-variance weighted band sum in units of its noise,
-    smoothed by a Gaussian of the PSF's size; :func:`photutils.segmentation.detect_sources`
-    and :func:`~photutils.segmentation.deblend_sources` find the peaks, whose centroids
-    are merged across observations (closer than ``min_separation`` arcsec: kept once,
+    less its residual background (:func:`galdeblend.background.plane_background`), smoothed
+    by a Gaussian of the PSF's size; :func:`photutils.segmentation.detect_sources` (at
+    ``nsigma`` times the smoothed map's noise) and
+    :func:`~photutils.segmentation.deblend_sources` (``contrast``) find the peaks. Segments
+    whose summed signal-to-noise is below ``min_snr`` are dropped; the centroids of the
+    rest are merged across observations (closer than ``min_separation`` arcsec: kept once,
     coarsest observation first). The ``max_sources`` of highest signal-to-noise are kept.
     """
     from astropy.convolution import convolve
     from photutils.segmentation import SourceCatalog, deblend_sources, make_2dgaussian_kernel
     from photutils.segmentation import detect_sources as _detect
+    from photutils.utils.exceptions import NoDetectionsWarning
 
     found: list[tuple[float, SkyCoord]] = []
     order = sorted(range(len(observations)), key=lambda i: -observations[i].pixel_scale)
@@ -184,6 +192,7 @@ def detect_sources(
         obs = observations[i]
         w = obs.weight
         snr = (w * obs.data).sum(0) / np.sqrt(w.sum(0).clip(1e-30))
+        snr = snr - plane_background(snr, mask=w.sum(0) <= 0)
         fwhm_pix = 3.0
         if obs.psf is not None:
             peak = obs.psf.max(axis=(1, 2))
@@ -192,12 +201,19 @@ def detect_sources(
         kernel = make_2dgaussian_kernel(fwhm_pix, size=size)
         smooth = convolve(snr, kernel, normalize_kernel=True)
         noise = np.std(smooth[np.abs(smooth) < 3 * np.std(smooth)]) or 1.0
-        segm = _detect(smooth, nsigma * noise, n_pixels=npixels)
+        with warnings.catch_warnings():  # an empty field is a valid outcome
+            warnings.simplefilter("ignore", NoDetectionsWarning)
+            segm = _detect(smooth, nsigma * noise, n_pixels=npixels)
         if segm is None:
             continue
-        segm = deblend_sources(smooth, segm, n_pixels=npixels, progress_bar=False)
+        segm = deblend_sources(
+            smooth, segm, n_pixels=npixels, contrast=contrast, progress_bar=False
+        )
         cat = SourceCatalog(smooth, segm)
-        for x, y, flux in zip(cat.x_centroid, cat.y_centroid, cat.segment_flux):
+        for label, x, y, flux in zip(cat.label, cat.x_centroid, cat.y_centroid, cat.segment_flux):
+            pixels = segm.data == label
+            if snr[pixels].sum() / np.sqrt(pixels.sum()) < min_snr:
+                continue
             pos = obs.wcs.celestial.pixel_to_world(x, y)
             if all(pos.separation(p).arcsec >= min_separation for _, p in found):
                 found.append((float(flux), pos))

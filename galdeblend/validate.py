@@ -16,6 +16,10 @@ pixel grid of that first cutout's survey. Per matched galaxy and band, in that s
 
 Per blend: completeness (fraction of true galaxies matched) and, for galdeblend, the residual
 chi-square per pixel of the data against the posterior-mean model.
+
+For the prior: PQMass (:func:`galdeblend.metrics.pqmass`) between unconditional samples of the
+galaxy prior and the true galaxies of the scored blends brought into the prior's frame, both
+normalized per band by their peak pixel (see :func:`validate`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from astropy.table import Table
+from scipy.stats import chi2 as chi2_distribution
 
 from galdeblend.errors import InputError
 from galdeblend.io.observation import Observation
@@ -36,13 +41,19 @@ from galdeblend.results import DeblendResult
 
 if TYPE_CHECKING:
     from galdeblend.io.simulation_fits import SceneTruth
+    from galdeblend.metrics import PQMassResult
+    from galdeblend.priors import Priors
+    from galdeblend.scene import PriorFrame
 
-__all__ = ["LEVELS", "flux_scores", "markdown_table", "score_blend", "validate"]
+__all__ = ["LEVELS", "PRIOR_STEPS", "flux_scores", "markdown_table", "score_blend", "validate"]
 
 log = logging.getLogger("galdeblend")
 
 LEVELS: tuple[float, ...] = (0.5, 0.68, 0.8, 0.9, 0.95)
 """Credible levels of the flux calibration (nominal coverage)."""
+
+PRIOR_STEPS = 32
+"""Predictor-corrector steps of the prior samples compared with the true galaxies."""
 
 
 def flux_scores(
@@ -256,6 +267,148 @@ def score_blend(
     return galaxy_rows, blend_rows, images
 
 
+def _band_planes(truth_bands: Sequence[str], prior_bands: Sequence[str]) -> list[int]:
+    """Index in ``truth_bands`` (``SURVEY_BAND``) of each prior band, matched by band name.
+
+    Prior band ``r`` is the first truth band named ``r`` or ``SURVEY_r``.
+    """
+    names = [b.split("_", 1)[-1] for b in truth_bands]
+    missing = [b for b in prior_bands if b not in names]
+    if missing:
+        raise InputError(
+            f"validate: prior band(s) {missing} have no true galaxy image; the truth's model "
+            f"bands are {list(truth_bands)}"
+        )
+    return [names.index(b) for b in prior_bands]
+
+
+def _truth_stamps(truths: Sequence[SceneTruth], frame: PriorFrame) -> np.ndarray:
+    """Every true galaxy in the prior frame centred on it, flux per prior pixel.
+
+    Each galaxy's noiseless image on its truth's model grid (``SceneTruth.model``) is resampled
+    (:class:`~galdeblend.operators.Resample`: flux-conserving, integrating over the prior
+    pixels, any ratio of pixel scales) onto ``frame`` placed at the galaxy's position
+    (``x_model``, ``y_model``), in the prior's band order (:func:`_band_planes`). Light outside
+    the truth's model grid is missing from the stamp.
+
+    The truth is drawn with a Gaussian PSF per band. Where it is narrower than the prior's
+    ``psf_fwhm``, the image is first convolved with a Gaussian of FWHM
+    ``sqrt(psf_fwhm**2 - fwhm_truth**2)`` (``fwhm_truth`` measured on ``model_psf``), so both
+    share the prior's PSF. A broader truth PSF cannot be undone: those stamps stay blurrier
+    than the prior's galaxies (a warning is logged), and PQMass then also sees the PSF
+    difference.
+
+    Parameters
+    ----------
+    truths : sequence of SceneTruth
+    frame : PriorFrame
+        The galaxy prior's frame, shape ``(C, H, W)``.
+
+    Returns
+    -------
+    ndarray, shape (N, C, H, W)
+        ``N`` the number of galaxies over all ``truths``.
+
+    Raises
+    ------
+    InputError
+        A prior band has no band of that name in a truth.
+    """
+    from astropy.wcs.utils import proj_plane_pixel_scales
+    from scipy.ndimage import gaussian_filter
+
+    from galdeblend.operators import Resample
+    from galdeblend.operators.psf_matching import measure_fwhm
+
+    _, H, W = frame.shape
+    stamps, broader = [], []
+    for truth in truths:
+        planes = _band_planes(truth.model_bands, frame.bands)
+        wcs = truth.model_wcs.celestial
+        scale = float(np.sqrt(np.prod(proj_plane_pixel_scales(wcs))) * 3600.0)
+        fwhm = np.array([measure_fwhm(truth.model_psf[i], scale) for i in planes])
+        broader += [f for f in fwhm if f > 1.02 * frame.psf_fwhm]
+        # Gaussian sigma (model pixels) that widens each band's PSF to the prior's.
+        extra = np.sqrt(np.clip(frame.psf_fwhm**2 - fwhm**2, 0.0, None))
+        sigma = extra / (2.0 * np.sqrt(2.0 * np.log(2.0))) / scale
+        images = truth.model[:, planes]
+        for c, s in enumerate(sigma):
+            if s > 0:
+                images[:, c] = gaussian_filter(images[:, c], (0, s, s), mode="constant")
+        table = truth.galaxies
+        centers = wcs.pixel_to_world(np.asarray(table["x_model"]), np.asarray(table["y_model"]))
+        for image, center in zip(images, centers, strict=True):
+            resample = Resample(wcs, image.shape[-2:], frame.at(center).wcs, (H, W))
+            stamps.append(resample(torch.from_numpy(image[None]))[0].numpy())
+    if broader:
+        log.warning(
+            "validate: the true galaxies have a broader PSF (FWHM up to %.3g arcsec) than "
+            "the prior frame (%.3g arcsec); PQMass also compares the PSFs",
+            max(broader),
+            frame.psf_fwhm,
+        )
+    return np.stack(stamps) if stamps else np.zeros((0, *frame.shape))
+
+
+def _peak_normalize(images: np.ndarray) -> np.ndarray:
+    """Images ``(..., H, W)`` divided by their largest pixel (unchanged where it is <= 0)."""
+    peak = images.max(axis=(-2, -1), keepdims=True)
+    return images / np.where(peak > 0, peak, 1.0)
+
+
+def _shape_pqmass(samples: np.ndarray, truths: np.ndarray, *, seed: int = 0) -> PQMassResult:
+    """PQMass between prior samples ``(M, C, H, W)`` and true stamps ``(N, C, H, W)``.
+
+    Both are first normalized per image and band by their peak pixel
+    (:func:`_peak_normalize`), so that shapes and colours are compared, not fluxes (the prior
+    works in per-instance flux units). ``num_refs = max(2, min(100, (N + M) // 4, M - 3))``
+    references, all drawn from the prior samples, so that a few true galaxies suffice
+    (``N >= 3``, ``M >= 5``); 10 tessellations.
+
+    Raises
+    ------
+    InputError
+        Too few samples or galaxies, or a degenerate test: ``pqm`` fails when every sample
+        falls into one Voronoi cell, as happens for noise-like prior samples (in many
+        pixels, every point is nearest to the reference of smallest norm).
+    """
+    from galdeblend.metrics import pqmass
+
+    m, n = len(samples), len(truths)
+    num_refs = max(2, min(100, (n + m) // 4, m - 3))
+    try:
+        return pqmass(
+            _peak_normalize(samples),
+            _peak_normalize(truths),
+            num_refs=num_refs,
+            seed=seed,
+            reference_fraction=1.0,
+        )
+    except ValueError as err:
+        reason = " ".join(str(err).split())
+        raise InputError(f"validate: PQMass of the prior failed ({reason})") from err
+
+
+def _prior_pqmass(
+    priors: Priors, truths: Sequence[SceneTruth], n_samples: int, *, seed: int = 0
+) -> tuple[PQMassResult, int]:
+    """PQMass of ``n_samples`` galaxy-prior samples against the true galaxies of ``truths``.
+
+    Returns the result and the number of true galaxies. Raises ImportError without ``pqm``
+    (before sampling) and InputError when the bands do not match, there are too few
+    galaxies or the test is degenerate (:func:`_truth_stamps`, :func:`_shape_pqmass`).
+    """
+    from importlib.util import find_spec
+
+    from galdeblend.diffusion.samplers import sample_prior
+
+    if find_spec("pqm") is None:
+        raise ImportError("PQMass needs the pqm package: pip install 'galdeblend[bench]'")
+    stamps = _truth_stamps(truths, priors.galaxy_frame)
+    samples = sample_prior(priors["galaxy"], n_samples, steps=PRIOR_STEPS, seed=seed)
+    return _shape_pqmass(samples.double().cpu().numpy(), stamps, seed=seed), len(stamps)
+
+
 def _posterior_for(scene: dict, resultsdir: Path) -> tuple[str, Path] | None:
     """The (survey, posterior file) of a manifest scene, the first survey with a posterior."""
     for survey, cutout in scene["cutouts"].items():
@@ -265,8 +418,16 @@ def _posterior_for(scene: dict, resultsdir: Path) -> tuple[str, Path] | None:
     return None
 
 
-def _summary_table(galaxies: Table, blends: Table) -> Table:
-    """Method x metric: median, 16th and 84th percentile and count."""
+def _summary_table(
+    galaxies: Table, blends: Table, prior: tuple[PQMassResult, int] | None = None
+) -> Table:
+    """Method x metric: median, 16th and 84th percentile and count.
+
+    ``prior`` (a PQMass result and the number of true galaxies) adds the galdeblend rows
+    ``prior PQMass p-value`` (over the tessellations) and ``prior PQMass chi2``, the p-value
+    percentiles mapped through the chi-square inverse survival function with the result's
+    degrees of freedom (infinite where a p-value underflows to 0).
+    """
     from galdeblend.metrics import summarize
 
     rows = []
@@ -297,6 +458,12 @@ def _summary_table(galaxies: Table, blends: Table) -> Table:
                 p, n = (inside.mean(), inside.size) if inside.size else (np.nan, 0)
                 se = np.sqrt(p * (1 - p) / n) if n else np.nan
                 rows.append((method, f"coverage_{level:g}", p, p - se, p + se, n))
+            if prior is not None:
+                result, n_true = prior
+                low, median, high = np.percentile(result.pvalue, [16.0, 50.0, 84.0])
+                chi2 = chi2_distribution.isf([median, high, low], result.dof)
+                rows.append((method, "prior PQMass chi2", *chi2, n_true))
+                rows.append((method, "prior PQMass p-value", median, low, high, n_true))
     return Table(rows=rows, names=("method", "metric", "median", "low", "high", "count"))
 
 
@@ -390,6 +557,8 @@ def validate(
     outdir: str | Path | None = None,
     match_radius_arcsec: float = 0.4,
     baselines: Sequence[str] = ("photutils", "sep"),
+    priors: Priors | str | Path | None = None,
+    prior_samples: int = 64,
 ) -> Table:
     """Score the posteriors of a simulated blend set and the baselines; write a report.
 
@@ -402,24 +571,44 @@ def validate(
     outdir : path, optional
         Report folder (default ``resultsdir/validation``): ``table.csv``, ``table.md``,
         ``galaxies.csv`` (one row per method, blend, true galaxy and band), ``blends.csv``,
-        ``flux_error_vs_mag.png``, ``calibration.png`` and ``blend_<name>.png`` per blend.
+        ``flux_error_vs_mag.png``, ``calibration.png``, ``blend_<name>.png`` per blend and,
+        with the prior test, ``prior_pqmass.json`` (settings and per-tessellation p-values).
     match_radius_arcsec : float
         Largest distance between a true galaxy and the source it is matched to.
     baselines : sequence of {"photutils", "sep"}
         Segmentation baselines to run on the same cutouts (one missing its package is
         skipped with a warning).
+    priors : Priors or path, optional
+        Prior set whose galaxy prior is tested (default: the shipped priors).
+    prior_samples : int
+        Unconditional galaxy-prior samples (:data:`PRIOR_STEPS` predictor-corrector steps,
+        seed 0) compared by PQMass with the true galaxies of the scored blends; 0 skips the
+        test, otherwise at least 5. The true galaxies are brought into the prior's frame by
+        :func:`_truth_stamps` (resampled to its pixels, bands matched by name, PSF widened to
+        the prior's where narrower), and samples and true galaxies alike are normalized per
+        band by their peak pixel, since the prior works in per-instance flux units: the test
+        compares shapes and colours, not fluxes. ``num_refs = max(2, min(100, (N + M) // 4,
+        M - 3))`` references (``N`` true galaxies, ``M`` samples), drawn from the samples.
+        Skipped with a warning when ``pqm`` is missing, or, for the default priors only,
+        when their bands do not match the truth, there are fewer than 3 true galaxies or the
+        test is degenerate (every sample in one Voronoi cell, as for noise-like prior
+        samples); for given ``priors`` these raise, before any blend is scored. Few true
+        galaxies give the test little power (a high p-value is then weak evidence).
 
     Returns
     -------
     astropy.table.Table
         Columns ``method``, ``metric``, ``median``, ``low``, ``high`` (16th and 84th
         percentiles; for ``coverage_*`` the pooled fraction plus or minus its binomial
-        standard error) and ``count``.
+        standard error; for ``prior PQMass p-value`` over the tessellations, and ``prior
+        PQMass chi2`` the matching chi-square values with ``num_refs - 1`` degrees of
+        freedom) and ``count`` (for the PQMass rows the number of true galaxies).
 
     Raises
     ------
     InputError
-        No manifest, or no blend with a posterior in ``resultsdir``.
+        No manifest, no blend with a posterior in ``resultsdir``, a bad ``prior_samples``
+        or, for given ``priors``, a failed prior test (see ``prior_samples``).
     """
     from galdeblend.io import read_posterior
     from galdeblend.simulate import read_truth
@@ -430,20 +619,43 @@ def validate(
         raise InputError(f"validate: {manifest_path} not found; SIMDIR must come from simulate")
     if not match_radius_arcsec > 0:
         raise InputError(f"validate: match_radius_arcsec must be > 0, got {match_radius_arcsec}")
+    if prior_samples < 0 or 0 < prior_samples < 5:
+        raise InputError(f"validate: prior_samples must be 0 or >= 5, got {prior_samples}")
+    prior_set = None
+    if prior_samples:
+        from galdeblend.priors import Priors
+
+        prior_set = priors if isinstance(priors, Priors) else Priors.load(priors)
     manifest = json.loads(manifest_path.read_text())
+    scenes = []
+    for scene in manifest["scenes"]:
+        found = _posterior_for(scene, resultsdir) if scene["kind"] == "blend" else None
+        if found is not None:
+            scenes.append((scene["name"], *found, read_truth(simdir / scene["truth"])))
+    if not scenes:
+        raise InputError(
+            f"validate: no blend of {manifest_path} has a posterior (<stem>_posterior.fits) "
+            f"in {resultsdir}"
+        )
+    # The prior test first: a problem with given priors stops before the scoring.
+    prior = None
+    if prior_set is not None:
+        try:
+            prior = _prior_pqmass(prior_set, [s[3] for s in scenes], prior_samples)
+        except ImportError as err:
+            log.warning("validate: prior PQMass skipped (%s)", err)
+        except InputError as err:
+            if priors is not None:
+                raise
+            log.warning("validate: prior PQMass of the default priors skipped (%s)", err)
     galaxy_rows: list[dict] = []
     blend_rows: list[dict] = []
     results: dict[str, DeblendResult] = {}
     images: dict[str, dict[str, list[np.ndarray]]] = {}
-    for scene in manifest["scenes"]:
-        found = _posterior_for(scene, resultsdir) if scene["kind"] == "blend" else None
-        if found is None:
-            continue
-        survey, path = found
+    for name, survey, path, truth in scenes:
         result = read_posterior(path)
-        truth = read_truth(simdir / scene["truth"])
         g, b, im = score_blend(
-            scene["name"],
+            name,
             result,
             truth,
             survey,
@@ -452,16 +664,22 @@ def validate(
         )
         galaxy_rows += g
         blend_rows += b
-        results[scene["name"]], images[scene["name"]] = result, im
-    if not results:
-        raise InputError(
-            f"validate: no blend of {manifest_path} has a posterior (<stem>_posterior.fits) "
-            f"in {resultsdir}"
-        )
+        results[name], images[name] = result, im
     galaxies, blends = Table(rows=galaxy_rows), Table(rows=blend_rows)
-    table = _summary_table(galaxies, blends)
+    table = _summary_table(galaxies, blends, prior)
     report = Path(outdir) if outdir is not None else resultsdir / "validation"
     report.mkdir(parents=True, exist_ok=True)
+    if prior is not None:
+        result, n_true = prior
+        record = {
+            "prior_samples": prior_samples,
+            "steps": PRIOR_STEPS,
+            "true_galaxies": n_true,
+            "num_refs": result.dof + 1,
+            "dof": result.dof,
+            "pvalue": result.pvalue.tolist(),
+        }
+        (report / "prior_pqmass.json").write_text(json.dumps(record, indent=2))
     table.write(report / "table.csv", overwrite=True)
     galaxies.write(report / "galaxies.csv", overwrite=True)
     blends.write(report / "blends.csv", overwrite=True)

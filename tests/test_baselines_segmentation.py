@@ -65,11 +65,28 @@ def test_finds_sources_positions_and_isolated_fluxes(deblend, blend) -> None:
     # The pair shares its flux: each gets the right share to within 15%.
     np.testing.assert_allclose(result.flux[detected[2:]], FLUXES[2:], rtol=0.15)
     # Segments are disjoint, and each source image is the data on its own segment.
-    np.testing.assert_allclose(
-        result.sources.sum(axis=0)[:, result.segmentation > 0], image[:, result.segmentation > 0]
-    )
-    np.testing.assert_allclose(result.sources.sum(axis=(-2, -1)), result.flux)
-    assert np.all(result.sources[:, :, result.segmentation == 0] == 0)
+    raw = deblend(image, VARIANCE, background=False)
+    on = raw.segmentation > 0
+    np.testing.assert_allclose(raw.sources.sum(axis=0)[:, on], image[:, on])
+    np.testing.assert_allclose(raw.sources.sum(axis=(-2, -1)), raw.flux)
+    assert np.all(raw.sources[:, :, raw.segmentation == 0] == 0)
+
+
+@pytest.mark.parametrize("deblend", METHODS)
+def test_residual_background_is_removed(deblend, blend) -> None:
+    """A residual sky plane (3 sigma offset, 2 sigma gradient) biases segment fluxes unless
+    subtracted; subtracted, the isolated fluxes are as without it."""
+    image, _ = blend
+    y, x = np.mgrid[:SIZE, :SIZE] / (SIZE - 1)
+    plane = np.sqrt(VARIANCE) * (3.0 + 2.0 * x - 1.0 * y)
+    result = deblend(image + plane, VARIANCE)
+    detected, true = match_sources(result.positions, POSITIONS, 1.0)
+    np.testing.assert_array_equal(true, [0, 1, 2, 3])
+    np.testing.assert_allclose(result.flux[detected[:2]], FLUXES[:2], rtol=0.02)
+    biased = deblend(image + plane, VARIANCE, background=False)
+    detected, true = match_sources(biased.positions, POSITIONS, 1.0)
+    isolated = detected[np.isin(true, [0, 1])]
+    assert np.abs(biased.flux[isolated] / FLUXES[true[np.isin(true, [0, 1])]] - 1).max() > 0.03
 
 
 @pytest.mark.parametrize("deblend", METHODS)

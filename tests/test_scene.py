@@ -58,6 +58,32 @@ def test_detection_finds_the_simulated_galaxies(blend):
         assert truth.separation(pos).arcsec.min() < 1.0
 
 
+def test_detection_completeness_and_purity_on_simulated_fields():
+    """20 simulated HSC + HST fields (galsim galaxies, residual background gradients): most
+    true galaxies are found within 0.4", no detection is farther than 1" from a true galaxy,
+    and few are unmatched (close pairs seen as one; before the background was removed and
+    faint segments dropped, 66 of 147 detections on 40 such fields were unmatched:
+    benchmarks/detection.py)."""
+    n_true = n_found = n_false = 0
+    for seed in range(20):
+        scene = simulate_scene(("hsc", "hst"), seed=7_000 + seed, stamp_arcsec=4.0)
+        truth = SkyCoord(scene.sky_coords[:, 0], scene.sky_coords[:, 1], unit="deg")
+        found = detect_sources(scene.observations())
+        n_true += len(truth)
+        matched = set()
+        for pos in found:
+            separation = truth.separation(pos).arcsec
+            assert separation.min() < 1.0
+            k = int(np.argmin(separation))
+            if separation[k] < 0.4 and k not in matched:
+                matched.add(k)
+            else:
+                n_false += 1
+        n_found += len(matched)
+    assert n_found / n_true > 0.7
+    assert n_false / (n_found + n_false) < 0.1
+
+
 def test_problem_operators_are_adjoint_and_scaled(blend):
     obs = blend.observations()
     frame = PriorFrame((5, 16, 16), 0.06, BANDS, 0.15)

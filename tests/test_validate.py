@@ -1,7 +1,9 @@
 """Tests of :mod:`galdeblend.validate` and ``galdeblend validate`` on a tiny simulated set.
 
 Two 32x32 HSC blends (:func:`galdeblend.simulate.simulate_dataset`) are deblended by
-``galdeblend run`` with an untrained tiny prior and 2 sampler steps, then scored.
+``galdeblend run`` with an untrained tiny prior and 2 sampler steps, then scored. The prior
+test (PQMass) runs on a Gaussian galaxy prior around a round blob: the untrained U-Net draws
+noise-like samples, for which PQMass in pixel space is degenerate.
 """
 
 from __future__ import annotations
@@ -12,14 +14,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from astropy.coordinates import SkyCoord
+from astropy.table import Table
+from scipy.stats import chi2 as chi2_distribution
 
 from galdeblend.cli import main
+from galdeblend.diffusion.gaussian import GaussianPrior
 from galdeblend.errors import InputError
 from galdeblend.io import read_posterior
 from galdeblend.learn import new_priors
+from galdeblend.priors import Priors
 from galdeblend.scene import PriorFrame
-from galdeblend.simulate import read_truth, simulate_dataset
-from galdeblend.validate import LEVELS, flux_scores, score_blend, validate
+from galdeblend.simulate import SceneTruth, read_truth, simulate_dataset
+from galdeblend.validate import (
+    LEVELS,
+    _shape_pqmass,
+    _truth_stamps,
+    flux_scores,
+    score_blend,
+    validate,
+)
 
 TINY_FRAME = PriorFrame((5, 16, 16), 0.1, ("g", "r", "i", "z", "y"), 0.3)
 
@@ -38,6 +53,18 @@ def runs(tmp_path_factory) -> tuple[Path, Path]:
     argv = ["run", *cutouts, "--prior", str(prior), "--samples", "2", "--steps", "2"]
     assert main([*argv, "--out", str(results), "-q"]) == 0
     return simdir, results
+
+
+@pytest.fixture(scope="module")
+def blob_priors(tmp_path_factory) -> Path:
+    """A prior set on TINY_FRAME whose galaxy prior is N(round blob of peak 1, 0.05^2)."""
+    yy, xx = np.mgrid[:16, :16]
+    blob = np.exp(-((xx - 7.5) ** 2 + (yy - 7.5) ** 2) / (2 * 1.5**2))
+    priors = new_priors(TINY_FRAME, channels=(8, 16), attention_levels=(1,))
+    priors.kinds["galaxy"] = GaussianPrior(torch.from_numpy(np.repeat(blob[None], 5, 0)), 0.05**2)
+    path = tmp_path_factory.mktemp("blob_prior")
+    priors.save(path)
+    return path
 
 
 def test_validate_writes_table_and_report(runs, capsys):
@@ -79,9 +106,13 @@ def test_validate_writes_table_and_report(runs, capsys):
     assert len(galaxies) == 3 * 5 * n_true
 
 
-def test_completeness_matches_galaxy_rows(runs, tmp_path):
+def test_completeness_matches_galaxy_rows(runs, tmp_path, caplog):
     simdir, results = runs
     table = validate(simdir, results, outdir=tmp_path)
+    # the shipped priors have an F814W plane that HSC-only truth lacks: no prior test
+    assert "prior PQMass of the default priors skipped" in caplog.text
+    assert "F814W" in caplog.text
+    assert not any(m.startswith("prior PQMass") for m in table["metric"])
     with open(tmp_path / "galaxies.csv") as f:
         galaxies = [g for g in csv.DictReader(f) if g["band"] == "r"]
     for method in ("galdeblend", "photutils", "sep"):
@@ -91,6 +122,92 @@ def test_completeness_matches_galaxy_rows(runs, tmp_path):
         # 2 blends: the median of per-blend completeness brackets the pooled fraction
         assert completeness["low"][0] <= fraction + 1e-9
         assert fraction <= completeness["high"][0] + 1e-9
+
+
+def test_validate_reports_prior_pqmass(runs, blob_priors, tmp_path, capsys):
+    simdir, results = runs
+    argv = ["validate", str(simdir), str(results), "--out", str(tmp_path), "-q"]
+    assert main([*argv, "--prior", str(blob_priors), "--prior-samples", "16"]) == 0
+    assert "| galdeblend | prior PQMass p-value |" in capsys.readouterr().out
+    with open(tmp_path / "table.csv") as f:
+        rows = {r["metric"]: r for r in csv.DictReader(f) if r["method"] == "galdeblend"}
+    n_true = sum(
+        s["n_galaxies"] for s in json.loads((simdir / "manifest.json").read_text())["scenes"]
+    )
+    record = json.loads((tmp_path / "prior_pqmass.json").read_text())
+    assert record["true_galaxies"] == n_true
+    assert record["num_refs"] == max(2, min(100, (n_true + 16) // 4, 16 - 3))
+    assert len(record["pvalue"]) == 10
+    p = [float(rows["prior PQMass p-value"][k]) for k in ("low", "median", "high")]
+    chi2 = [float(rows["prior PQMass chi2"][k]) for k in ("low", "median", "high")]
+    assert 0.0 <= p[0] <= p[1] <= p[2] <= 1.0
+    assert np.isfinite(chi2).all()
+    assert chi2[0] <= chi2[1] <= chi2[2]
+    assert chi2[1] == pytest.approx(chi2_distribution.isf(p[1], record["dof"]))
+    assert p[1] == pytest.approx(np.median(record["pvalue"]))
+    assert int(rows["prior PQMass chi2"]["count"]) == int(rows["prior PQMass p-value"]["count"])
+    assert int(rows["prior PQMass p-value"]["count"]) == n_true
+    with pytest.raises(InputError, match="prior_samples must be 0 or >= 5"):
+        validate(simdir, results, outdir=tmp_path, priors=blob_priors, prior_samples=3)
+    # given priors that do not fit the truth stop validate (before any scoring)
+    priors = Priors.load(blob_priors)
+    priors.galaxy_frame = PriorFrame((5, 16, 16), 0.1, ("g", "r", "i", "z", "F814W"), 0.3)
+    with pytest.raises(InputError, match=r"\['F814W'\] have no true galaxy image"):
+        validate(simdir, results, outdir=tmp_path, priors=priors)
+
+
+def test_truth_stamps_resample_widen_psf_and_order_bands():
+    """One Gaussian galaxy (sigma 0.25") at 0.1"/px with a 0.3" PSF into a 0.2"/px frame with
+    a 0.5" PSF, bands in the prior's order."""
+    grid = PriorFrame((2, 64, 64), 0.1, ("a", "b"), 0.3).at(SkyCoord(150.0, 2.0, unit="deg"))
+    x0, y0, sigma = 30.3, 33.6, 0.25
+    yy, xx = np.mgrid[:64, :64]
+    blob = np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) * 0.1**2 / (2 * sigma**2))
+    truth = SceneTruth(
+        galaxies=Table({"x_model": [x0], "y_model": [y0]}),
+        background_terms=Table(),
+        model=np.stack([blob, 3 * blob])[None] / blob.sum(),
+        model_wcs=grid.wcs,
+        model_bands=("hsc_g", "hst_F814W"),
+        model_psf=grid.psf,
+        survey_galaxies={},
+        survey_background={},
+        survey_wcs={},
+    )
+    (stamp,) = _truth_stamps([truth], PriorFrame((2, 32, 32), 0.2, ("F814W", "g"), 0.5))
+    flux = stamp.sum(axis=(1, 2))
+    assert flux == pytest.approx([3.0, 1.0], rel=1e-4)
+    yy, xx = np.mgrid[:32, :32]
+    for image, f in zip(stamp, flux, strict=True):
+        cx, cy = (image * xx).sum() / f, (image * yy).sum() / f
+        assert (cx, cy) == pytest.approx((15.5, 15.5), abs=0.01)  # centred on the galaxy
+        variance = (image * ((xx - cx) ** 2 + (yy - cy) ** 2)).sum() / f / 2 * 0.2**2
+        # galaxy + Gaussian widening the 0.3" PSF to 0.5" + the 0.2" pixel (arcsec^2)
+        expected = sigma**2 + (0.5**2 - 0.3**2) / (8 * np.log(2)) + 0.2**2 / 12
+        assert variance == pytest.approx(expected, rel=0.03)
+    with pytest.raises(InputError, match=r"\['y'\] have no true galaxy image.*hsc_g"):
+        _truth_stamps([truth], PriorFrame((2, 32, 32), 0.2, ("g", "y"), 0.5))
+
+
+def test_pqmass_of_truth_stamps_tells_copies_from_noise(runs):
+    simdir, _ = runs
+    truths = [read_truth(simdir / f"blend_000{i}_truth.fits") for i in (0, 1)]
+    stamps = _truth_stamps(truths, TINY_FRAME)
+    assert stamps.shape == (sum(len(t.galaxies) for t in truths), *TINY_FRAME.shape)
+    rng = np.random.default_rng(0)
+
+    def copies(k: int) -> np.ndarray:
+        """k copies of every stamp with noise of 1% of each band's peak."""
+        x = np.concatenate([stamps] * k)
+        return x + 0.01 * x.max(axis=(2, 3), keepdims=True) * rng.normal(size=x.shape)
+
+    same = _shape_pqmass(copies(13), copies(8))
+    assert np.median(same.pvalue) > 0.1
+    # the comparison is on peak-normalized images: a flux scale changes nothing
+    scaled = _shape_pqmass(copies(13), 100.0 * copies(8))
+    assert np.median(scaled.pvalue) > 0.1
+    noise = _shape_pqmass(copies(13), rng.normal(size=(40, *TINY_FRAME.shape)))
+    assert noise.pvalue.max() < 1e-3
 
 
 def test_exact_posterior_flux_scores_zero_error(runs):

@@ -2,6 +2,8 @@
 
 Both run the same recipe on a multi-band cutout:
 
+0. each band's residual background, a plane fitted with sigma clipping
+   (:func:`galdeblend.background.plane_background`), is subtracted (``background=True``);
 1. a detection image: the inverse-variance weighted sum of the bands (or one band),
    ``D = sum_c x_c / v_c / sqrt(sum_c 1 / v_c)``, which has unit noise, smoothed by a
    Gaussian matched filter and renormalized to unit noise again;
@@ -27,6 +29,7 @@ from photutils.utils.exceptions import NoDetectionsWarning
 from scipy.ndimage import convolve
 from scipy.optimize import linear_sum_assignment
 
+from galdeblend.background import plane_background
 from galdeblend.errors import InputError
 
 __all__ = ["BaselineResult", "photutils_deblend", "sep_deblend", "match_sources"]
@@ -79,6 +82,12 @@ def _validate_scene(
     if not np.all(var[~bad] > 0):
         raise InputError("variance must be finite and > 0 on every unmasked pixel")
     return np.where(bad, 0.0, data), var, bad
+
+
+def _subtract_background(data: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """``data`` (C, H, W) less each band's plane background; masked pixels stay 0."""
+    planes = np.stack([plane_background(d, mask=b) for d, b in zip(data, bad)])
+    return np.where(bad, 0.0, data - planes)
 
 
 def _gaussian_kernel(fwhm: float) -> np.ndarray:
@@ -152,6 +161,7 @@ def photutils_deblend(
     nlevels: int = 32,
     contrast: float = 0.001,
     kernel_fwhm: float | None = 2.0,
+    background: bool = True,
 ) -> BaselineResult:
     """Deblend by segmentation with photutils (``detect_sources`` + ``deblend_sources``).
 
@@ -176,6 +186,8 @@ def photutils_deblend(
     kernel_fwhm : float or None
         FWHM in pixels of the Gaussian matched filter applied to the detection image; None
         for no filtering.
+    background : bool
+        Subtract each band's residual background (a sigma-clipped plane) first.
 
     Returns
     -------
@@ -184,6 +196,8 @@ def photutils_deblend(
     """
 
     data, var, bad = _validate_scene(image, variance, mask)
+    if background:
+        data = _subtract_background(data, bad)
     kernel = None if kernel_fwhm is None else _gaussian_kernel(kernel_fwhm)
     detection = _matched_filter(
         _detection_image(data, var, bad, detection_band=detection_band), kernel
@@ -216,6 +230,7 @@ def sep_deblend(
     nlevels: int = 32,
     contrast: float = 0.001,
     kernel_fwhm: float | None = 2.0,
+    background: bool = True,
 ) -> BaselineResult:
     """Deblend by segmentation with SEP (``sep.extract`` with its segmentation map).
 
@@ -237,6 +252,8 @@ def sep_deblend(
         ) from error
 
     data, var, bad = _validate_scene(image, variance, mask)
+    if background:
+        data = _subtract_background(data, bad)
     snr = _detection_image(data, var, bad, detection_band=detection_band)
     kernel = None if kernel_fwhm is None else _gaussian_kernel(kernel_fwhm)
     all_bad = np.ascontiguousarray(bad.all(axis=0))

@@ -1,0 +1,67 @@
+"""Galaxy detection against simulated truth: completeness and unmatched detections.
+
+Simulates ``--fields`` HSC (g, r, i, z, y) + HST F814W fields of parametric galaxies with
+residual background gradients (:func:`galdeblend.simulate.simulate_scene`), runs
+:func:`galdeblend.scene.detect_sources` on each, pairs detections with true galaxies within
+``--radius`` arcsec (:func:`galdeblend.baselines.segmentation.match_sources`) and prints the
+numbers of true galaxies, matched galaxies and unmatched detections, and the distance of
+each unmatched detection to its nearest true galaxy.
+
+    python benchmarks/detection.py --fields 40 --seed 5000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+from astropy.coordinates import SkyCoord
+
+from galdeblend.baselines.segmentation import match_sources
+from galdeblend.scene import detect_sources
+from galdeblend.simulate import simulate_scene
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--fields", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=5_000_000)
+    parser.add_argument("--radius", type=float, default=0.4, help="match radius, arcsec")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    n_true = n_matched = 0
+    unmatched = []
+    start = time.time()
+    for i in range(args.fields):
+        scene = simulate_scene(("hsc", "hst"), seed=args.seed + i, stamp_arcsec=4.0)
+        truth = SkyCoord(scene.sky_coords[:, 0], scene.sky_coords[:, 1], unit="deg")
+        observations = scene.observations()
+        found = detect_sources(observations)
+        origin = observations[0].wcs.celestial.pixel_to_world(0, 0)
+        true_xy, found_xy = _offsets(truth, origin), _offsets(found, origin)
+        detected, _ = match_sources(found_xy, true_xy, args.radius)
+        n_true += len(truth)
+        n_matched += len(detected)
+        for j in sorted(set(range(len(found))) - set(detected.tolist())):
+            unmatched.append(float(truth.separation(found[j]).arcsec.min()))
+    print(
+        f"{args.fields} fields, {n_true} true galaxies: {n_matched} matched within "
+        f'{args.radius}" ({n_matched / n_true:.1%}), {len(unmatched)} unmatched detections '
+        f"({time.time() - start:.0f} s)"
+    )
+    if unmatched:
+        print('unmatched: distance to the nearest true galaxy ("):', np.round(unmatched, 2))
+
+
+def _offsets(coords: SkyCoord, origin: SkyCoord) -> np.ndarray:
+    """``(N, 2)`` east and north offsets in arcsec of ``coords`` from ``origin``."""
+    east, north = origin.spherical_offsets_to(coords)
+    return np.stack([east.arcsec, north.arcsec], axis=-1).reshape(-1, 2)
+
+
+if __name__ == "__main__":
+    main()
