@@ -43,16 +43,16 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", default="galdeblend/data/priors/default")
-    parser.add_argument("--fields", type=int, default=96)
+    parser.add_argument("--fields", type=int, default=128)
     parser.add_argument("--blank", type=int, default=16)
-    parser.add_argument("--stamp-arcsec", type=float, default=4.8)
+    parser.add_argument("--stamp-arcsec", type=float, default=4.0)
     parser.add_argument("--frame", type=int, default=32, help="galaxy stamp side in model pixels")
     parser.add_argument("--pixel-scale", type=float, default=0.06)
     parser.add_argument("--psf-fwhm", type=float, default=0.07)
     parser.add_argument("--channels", default="16,32,64")
     parser.add_argument("--gaussian-laps", type=int, default=3)
-    parser.add_argument("--laps", type=int, default=3)
-    parser.add_argument("--train-steps", type=int, default=600)
+    parser.add_argument("--laps", type=int, default=5)
+    parser.add_argument("--train-steps", type=int, default=1000)
     parser.add_argument("--sampler-steps", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -91,7 +91,7 @@ def main() -> None:
     elapsed = time.time() - start
     learned.metadata.update(
         {
-            "name": "galdeblend-default-hsc-hst-v1",
+            "name": "galdeblend-default-hsc-hst-v2",
             "recipe": "data_recipes/default_priors.py",
             "data": {
                 "simulation": (

@@ -36,6 +36,7 @@ __all__ = [
     "ShapeError",
     "shape_moments",
     "shape_error",
+    "pit",
     "coverage",
     "chi2_per_pixel",
     "PQMassResult",
@@ -342,15 +343,15 @@ def shape_error(estimate: ShapeMoments, truth: ShapeMoments) -> ShapeError:
     )
 
 
-def coverage(
-    samples: Any, truth: Any, levels: Sequence[float] = (0.68, 0.95)
-) -> dict[float, float]:
-    """Fraction of true values inside the central posterior credible intervals.
+def pit(samples: Any, truth: Any, *, seed: int = 0) -> np.ndarray:
+    """Randomized probability integral transform of true values under their samples.
 
-    For each level ``l`` the interval of every element runs from the ``(1 - l) / 2`` to the
-    ``(1 + l) / 2`` quantile of its samples. Works for pixels (samples of images) and for any
-    derived quantity, e.g. fluxes (samples of shape (S, N, C) against true fluxes (N, C)).
-    A calibrated posterior gives a fraction close to ``l``.
+    ``u = (R + V) / (S + 1)`` with ``R`` the number of the ``S`` samples below the true value
+    (ties broken at random) and ``V ~ U(0, 1)``. When the true value is a draw from the same
+    distribution as the samples (a calibrated posterior) ``R`` is uniform on ``0 .. S`` and
+    ``u`` is exactly uniform on (0, 1), whatever ``S``: no finite-sample bias, unlike the
+    quantiles of a few samples, whose range holds a calibrated truth only with probability
+    ``(S - 1) / (S + 1)``.
 
     Parameters
     ----------
@@ -358,28 +359,62 @@ def coverage(
         ``S`` posterior samples.
     truth : array, shape (...)
         The true values.
+    seed : int
+        Seed of the tie-breaking and of ``V``.
+
+    Returns
+    -------
+    ndarray, shape (...)
+    """
+    draws, values = _as_array(samples, "samples"), _as_array(truth, "truth")
+    if draws.ndim < 1 or draws.shape[1:] != values.shape:
+        raise InputError(
+            f"pit: samples must have shape (S, *truth.shape) = (S, *{values.shape}), "
+            f"got {draws.shape}"
+        )
+    rng = np.random.default_rng(seed)
+    below = (draws < values).sum(axis=0)
+    ties = (draws == values).sum(axis=0)
+    rank = below + rng.integers(0, ties + 1)
+    return (rank + rng.uniform(size=values.shape)) / (draws.shape[0] + 1)
+
+
+def coverage(
+    samples: Any, truth: Any, levels: Sequence[float] = (0.68, 0.95), *, seed: int = 0
+) -> dict[float, float]:
+    """Fraction of true values inside the central posterior credible intervals.
+
+    A true value lies inside the central interval of level ``l`` when its probability
+    integral transform :func:`pit` satisfies ``|u - 1/2| <= l / 2``; a calibrated
+    posterior gives a fraction ``l`` in expectation for any number of samples. Works for
+    pixels (samples of images) and for any derived quantity, e.g. fluxes (samples of shape
+    (S, N, C) against true fluxes (N, C)).
+
+    Parameters
+    ----------
+    samples : array, shape (S, ...)
+        ``S >= 2`` posterior samples.
+    truth : array, shape (...)
+        The true values.
     levels : sequence of float in (0, 1)
         Credible levels.
+    seed : int
+        Seed of :func:`pit`.
 
     Returns
     -------
     dict
         ``{level: fraction of truth elements inside the interval}``.
     """
-    draws, values = _as_array(samples, "samples"), _as_array(truth, "truth")
-    if draws.ndim < 1 or draws.shape[1:] != values.shape:
-        raise InputError(
-            f"coverage: samples must have shape (S, *truth.shape) = (S, *{values.shape}), "
-            f"got {draws.shape}"
-        )
-    if draws.shape[0] < 2:
+    draws = _as_array(samples, "samples")
+    if draws.ndim >= 1 and draws.shape[0] < 2:
         raise InputError(f"coverage: need at least 2 samples along axis 0, got {draws.shape[0]}")
+    u = pit(draws, truth, seed=seed)
     fractions = {}
     for level in levels:
         if not 0.0 < level < 1.0:
             raise InputError(f"coverage: levels must lie in (0, 1), got {level}")
-        low, high = np.quantile(draws, [(1.0 - level) / 2.0, (1.0 + level) / 2.0], axis=0)
-        fractions[level] = float(np.mean((values >= low) & (values <= high)))
+        fractions[level] = float(np.mean(np.abs(u - 0.5) <= level / 2.0))
     return fractions
 
 

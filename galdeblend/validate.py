@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +38,7 @@ from scipy.stats import chi2 as chi2_distribution
 
 from galdeblend.errors import InputError
 from galdeblend.io.observation import Observation
+from galdeblend.metrics import pit
 from galdeblend.results import DeblendResult
 
 if TYPE_CHECKING:
@@ -57,7 +59,11 @@ PRIOR_STEPS = 32
 
 
 def flux_scores(
-    sample_flux: np.ndarray, true_flux: np.ndarray, levels: Sequence[float] = LEVELS
+    sample_flux: np.ndarray,
+    true_flux: np.ndarray,
+    levels: Sequence[float] = LEVELS,
+    *,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fractional error of the mean flux and interval coverage of the true flux.
 
@@ -68,8 +74,12 @@ def flux_scores(
     true_flux : ndarray, shape (C,)
         True total flux per band.
     levels : sequence of float in (0, 1)
-        Credible levels ``l``; the interval runs from the ``(1 - l) / 2`` to the
-        ``(1 + l) / 2`` quantile of the samples.
+        Credible levels ``l``: the true flux is inside the central interval when its
+        probability integral transform ``u`` under the samples
+        (:func:`galdeblend.metrics.pit`) satisfies ``|u - 1/2| <= l / 2``, which holds with
+        probability ``l`` for a calibrated posterior whatever the number of samples.
+    seed : int
+        Seed of the randomized transform.
 
     Returns
     -------
@@ -88,9 +98,9 @@ def flux_scores(
     error = (flux.mean(axis=0) - truth) / truth
     inside = np.zeros((len(levels), truth.size), dtype=bool)
     if len(flux) > 1:
+        u = pit(flux, truth, seed=seed)
         for i, level in enumerate(levels):
-            low, high = np.quantile(flux, [(1.0 - level) / 2.0, (1.0 + level) / 2.0], axis=0)
-            inside[i] = (truth >= low) & (truth <= high)
+            inside[i] = np.abs(u - 0.5) <= level / 2.0
     return error, inside
 
 
@@ -139,7 +149,9 @@ def _galaxy_rows(
         true_flux = true_image.sum(axis=(1, 2))
         found = k in matches
         if found:
-            error, inside = flux_scores(matches[k][0], true_flux)
+            error, inside = flux_scores(
+                matches[k][0], true_flux, seed=zlib.crc32(f"{blend}/{k}".encode())
+            )
             estimate = matches[k][1]
             mean_flux = matches[k][0].mean(axis=0)
             psnr_c, ssim_c = _image_scores(estimate, true_image)

@@ -13,6 +13,7 @@ from galdeblend.metrics import (
     chi2_per_pixel,
     coverage,
     flux_error,
+    pit,
     pqmass,
     psnr,
     shape_error,
@@ -135,6 +136,25 @@ def test_coverage_of_exact_gaussian_posterior() -> None:
     assert result[0.95] == pytest.approx(0.95, abs=0.02)
     overconfident = coverage(mean + 0.5 * std * rng.normal(size=(n_samples, n_pixels)), truth)
     assert overconfident[0.68] < 0.5 and overconfident[0.95] < 0.8
+
+
+def test_coverage_with_few_samples_is_unbiased() -> None:
+    """Truth and 4 samples from one distribution: the transform is uniform, so the coverage
+    is nominal, where the range of 4 samples holds the truth only 3/5 of the time."""
+    rng = np.random.default_rng(4)
+    draws = rng.normal(size=(5, 50_000))
+    samples, truth = draws[:4], draws[4]
+    u = pit(samples, truth)
+    assert np.histogram(u, bins=10, range=(0, 1))[0] / u.size == pytest.approx(
+        np.full(10, 0.1), abs=0.01
+    )
+    result = coverage(samples, truth, levels=(0.5, 0.95))
+    assert result[0.5] == pytest.approx(0.5, abs=0.01)
+    assert result[0.95] == pytest.approx(0.95, abs=0.01)
+    inside_range = np.mean((truth >= samples.min(0)) & (truth <= samples.max(0)))
+    assert inside_range == pytest.approx(3 / 5, abs=0.01)
+    # Ties (a discrete posterior) are broken at random: still uniform.
+    assert pit(np.zeros((3, 40_000)), np.zeros(40_000)).mean() == pytest.approx(0.5, abs=0.01)
 
 
 def test_coverage_rejects_mismatched_shapes() -> None:
