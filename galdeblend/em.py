@@ -190,7 +190,7 @@ def em(
     if resume:
         if checkpoint_dir is None:
             raise InputError("resume: needs checkpoint_dir")
-        start, current = _load_last_lap(checkpoint_dir, current, plan)
+        start, current = _load_last_lap(checkpoint_dir, current, plan, seed)
         priors.update({k: p for k, p in current.items() if isinstance(p, DiffusionPrior)})
 
     bar = tqdm(total=len(plan), initial=start, disable=not progress, desc="EM laps")
@@ -337,18 +337,28 @@ def _save_lap(checkpoint_dir: Path, lap: int, current: Mapping, state: dict) -> 
     os.replace(tmp, final)
 
 
-def _load_last_lap(checkpoint_dir: Path, current: dict, plan) -> tuple[int, dict]:
-    """The lap to start from and the priors after the last complete lap."""
+def _load_last_lap(checkpoint_dir: Path, current: dict, plan, seed: int) -> tuple[int, dict]:
+    """The lap to start from and the priors after the last complete lap.
+
+    The completed laps must be the first laps of ``plan`` (same phase and kinds learned)
+    from the same seed, so a run can be resumed, and a finished run extended by more laps
+    of its last phase (e.g. ``laps=10`` after a ``laps=5`` run): since every draw of a lap
+    is seeded from ``(seed, lap)``, the result equals a run of the longer plan from scratch.
+    """
     done = sorted(
         p for p in checkpoint_dir.glob("lap_[0-9][0-9][0-9][0-9]") if (p / "state.json").is_file()
     )
+    for path in done:
+        state = json.loads((path / "state.json").read_text())
+        lap, found = state["lap"], (tuple(state["learned"]), state["phase"])
+        expected = plan[lap] if lap < len(plan) else None
+        if found != expected or state["seed"] != seed:
+            wanted = expected if expected else f"beyond its {len(plan)} laps"
+            raise InputError(
+                f"{path}: lap {lap} of the checkpoint (seed {state['seed']}, {found}) does not "
+                f"match this run (seed {seed}, lap {lap}: {wanted})"
+            )
     if not done:
         return 0, current
-    last = done[-1]
-    state = json.loads((last / "state.json").read_text())
-    if state.get("n_laps") != len(plan):
-        raise InputError(
-            f"{last}: the checkpoint belongs to a run of {state.get('n_laps')} laps, "
-            f"this run has {len(plan)}"
-        )
-    return state["lap"] + 1, {kind: load_prior(last / kind) for kind in current}
+    state = json.loads((done[-1] / "state.json").read_text())
+    return state["lap"] + 1, {kind: load_prior(done[-1] / kind) for kind in current}

@@ -95,23 +95,6 @@ def diffusion_priors():
     }
 
 
-def run(views, checkpoint_dir, resume=False):
-    return em(
-        views,
-        diffusion_priors(),
-        laps=2,
-        gaussian_laps=2,
-        gaussian_rank=1,
-        train=dict(steps=30, batch_size=64),
-        sampling=dict(steps=8, batch_size=256),
-        chunk_size=200,
-        checkpoint_dir=checkpoint_dir,
-        resume=resume,
-        seed=3,
-        progress=False,
-    )
-
-
 def test_killed_run_resumes_to_the_same_priors(tmp_path):
     _, views = contrastive_toy(N=300)
     full = run(views, tmp_path / "full")
@@ -125,6 +108,42 @@ def test_killed_run_resumes_to_the_same_priors(tmp_path):
     for k in "ab":
         for (name, a), b in zip(full[k].state_dict().items(), resumed[k].state_dict().values()):
             torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def run(views, checkpoint_dir, resume=False, laps=2):
+    return em(
+        views,
+        diffusion_priors(),
+        laps=laps,
+        gaussian_laps=2,
+        gaussian_rank=1,
+        train=dict(steps=30, batch_size=64),
+        sampling=dict(steps=8, batch_size=256),
+        chunk_size=200,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        seed=3,
+        progress=False,
+    )
+
+
+def test_finished_run_extends_to_the_longer_plan(tmp_path):
+    """A finished 2 + 1 lap run resumed with laps=2 gives the 2 + 2 lap run's priors; a
+    checkpoint of another plan or seed is refused."""
+    _, views = contrastive_toy(N=300)
+    full = run(views, tmp_path / "full")
+    run(views, tmp_path / "short", laps=1)
+    extended = run(views, tmp_path / "short", resume=True)
+    for k in "ab":
+        for (name, a), b in zip(full[k].state_dict().items(), extended[k].state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    resume = dict(checkpoint_dir=tmp_path / "full", resume=True, progress=False)
+    with pytest.raises(InputError, match=r"lap 2 of the checkpoint .* does not match"):
+        em(views, diffusion_priors(), laps=2, gaussian_laps=3, seed=3, **resume)
+    with pytest.raises(InputError, match=r"seed 3, .* does not match this run \(seed 4"):
+        em(views, diffusion_priors(), laps=2, gaussian_laps=2, seed=4, **resume)
+    with pytest.raises(InputError, match="beyond its 3 laps"):
+        em(views, diffusion_priors(), laps=1, gaussian_laps=2, seed=3, **resume)
 
 
 def test_bad_views():
