@@ -390,7 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--gaussian-laps", type=int, default=3, help="Gaussian initialization laps (default 3)"
     )
     learn.add_argument("--algorithm", choices=["joint", "sequential"], default="joint")
-    learn.add_argument("--resume", action="store_true", help="continue after the last complete lap")
+    learn.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue after the last complete lap (a larger --laps extends a finished run)",
+    )
     learn.add_argument("--init", help="start from this prior directory instead of new priors")
     learn.add_argument(
         "--bands", help="bands of the galaxy prior, comma separated (default: all observed)"
