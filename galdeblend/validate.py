@@ -435,6 +435,9 @@ def _summary_table(
 ) -> Table:
     """Method x metric: median, 16th and 84th percentile and count.
 
+    With several methods, ``|flux_error| (found by all)`` and ``psnr (found by all)`` are
+    restricted to the true galaxies that every method matched.
+
     ``prior`` (a PQMass result and the number of true galaxies) adds the galdeblend rows
     ``prior PQMass p-value`` (over the tessellations) and ``prior PQMass chi2``, the p-value
     percentiles mapped through the chi-square inverse survival function with the result's
@@ -442,10 +445,20 @@ def _summary_table(
     """
     from galdeblend.metrics import summarize
 
+    methods = list(dict.fromkeys(blends["method"]))
+    found = galaxies[galaxies["matched"]]
+    galaxy_id = [f"{b}/{t}" for b, t in zip(found["blend"], found["truth_id"], strict=True)]
+    common = set.intersection(
+        *(
+            {g for g, m in zip(galaxy_id, found["method"], strict=True) if m == method}
+            for method in methods
+        )
+    )
     rows = []
-    for method in dict.fromkeys(blends["method"]):
+    for method in methods:
         gal = galaxies[(galaxies["method"] == method) & galaxies["matched"]]
         per_blend = blends[blends["method"] == method]
+        in_common = np.array([f"{b}/{t}" in common for b, t in zip(gal["blend"], gal["truth_id"])])
         metrics: dict[str, np.ndarray] = {"|flux_error|": np.abs(np.asarray(gal["flux_error"]))}
         for band in dict.fromkeys(gal["band"]):
             metrics[f"|flux_error| {band}"] = np.abs(
@@ -457,6 +470,10 @@ def _summary_table(
         # which summarize() leaves out.
         metrics["|e error|"] = np.hypot(gal["e1_error"], gal["e2_error"])
         metrics["|size error|"] = np.abs(np.asarray(gal["size_error"]))
+        if len(methods) > 1:
+            # The galaxies every method found, so that methods are compared on the same ones.
+            metrics["|flux_error| (found by all)"] = metrics["|flux_error|"][in_common]
+            metrics["psnr (found by all)"] = metrics["psnr"][in_common]
         metrics["completeness"] = np.asarray(per_blend["completeness"])
         if method == "galdeblend":
             metrics["chi2_per_pixel"] = np.asarray(per_blend["chi2_per_pixel"])

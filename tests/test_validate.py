@@ -30,6 +30,7 @@ from galdeblend.simulate import SceneTruth, read_truth, simulate_dataset
 from galdeblend.validate import (
     LEVELS,
     _shape_pqmass,
+    _summary_table,
     _truth_stamps,
     flux_scores,
     score_blend,
@@ -268,3 +269,27 @@ def test_validate_errors(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"scenes": []}))
     with pytest.raises(InputError, match="no blend .* has a posterior"):
         validate(tmp_path, tmp_path)
+
+
+def test_found_by_all_rows_compare_the_same_galaxies():
+    """Method a finds galaxies 0 and 1, method b only 1: the 'found by all' rows of both
+    hold galaxy 1 alone."""
+    rows = []
+    for method, errors in (("a", {0: 0.1, 1: 0.5}), ("b", {1: 0.3})):
+        for k in (0, 1):
+            row = {"blend": "x", "method": method, "truth_id": k, "band": "i"}
+            row["matched"] = k in errors
+            row.update({c: errors.get(k, np.nan) for c in ("flux_error", "psnr", "ssim")})
+            row.update({c: 0.0 for c in ("e1_error", "e2_error", "size_error")})
+            row.update({f"inside_{level:g}": False for level in LEVELS})
+            rows.append(row)
+    blends = Table(
+        rows=[("x", m, 1.0, 1.0) for m in "ab"],
+        names=("blend", "method", "completeness", "chi2_per_pixel"),
+    )
+    table = _summary_table(Table(rows=rows), blends)
+    value = {(r["method"], r["metric"]): (r["median"], r["count"]) for r in table}
+    assert value[("a", "|flux_error|")] == (pytest.approx(0.3), 2)
+    assert value[("a", "|flux_error| (found by all)")] == (pytest.approx(0.5), 1)
+    assert value[("b", "|flux_error| (found by all)")] == (pytest.approx(0.3), 1)
+    assert value[("a", "psnr (found by all)")] == (pytest.approx(0.5), 1)
