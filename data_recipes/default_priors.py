@@ -8,7 +8,9 @@ beside the weights.
     python data_recipes/default_priors.py --out galdeblend/data/priors/default
 
 On 2 CPU cores the default settings (3 Gaussian + 10 diffusion laps) took 75.7 minutes for
-the shipped v2 set (the time taken is printed and recorded); pass --device cuda on a GPU.
+the shipped v2 set (the time taken is printed and recorded). The recipe runs on the CPU:
+EM on a GPU needs its Gaussian starts and the E-step's gathering of samples moved off the
+CPU first.
 With --checkpoints, --resume continues a killed run, or extends a finished one with a
 larger --laps.
 """
