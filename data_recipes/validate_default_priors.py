@@ -4,9 +4,9 @@ Each held-out field (seeds disjoint from the training recipe's) is deblended wit
 priors; every true galaxy is matched to the nearest galaxy instance (within 0.4") and its
 posterior flux per band is compared with the true flux of its noiseless image. The
 median fractional flux error, the fraction of true fluxes inside the 68% and 95%
-posterior intervals (from the probability integral transform, galdeblend.metrics.pit),
-the detection completeness and the residual chi^2 per pixel are printed and written into
-``priors.json`` under ``metadata.validation``.
+posterior intervals (galdeblend.metrics.inside_intervals, from the probability integral
+transform), the detection completeness and the residual chi^2 per pixel are printed and
+written into ``priors.json`` under ``metadata.validation``.
 
     python data_recipes/validate_default_priors.py --priors galdeblend/data/priors/default
 """
@@ -23,7 +23,7 @@ import numpy as np
 from astropy.coordinates import SkyCoord
 
 from galdeblend.deblend import deblend
-from galdeblend.metrics import chi2_per_pixel, pit, summarize
+from galdeblend.metrics import chi2_per_pixel, inside_intervals, summarize
 from galdeblend.priors import Priors
 from galdeblend.simulate import simulate_scene
 
@@ -79,9 +79,11 @@ def main() -> None:
                 frame = scene.surveys[SURVEY_OF_BAND[band]]
                 true = frame.galaxies[k, frame.bands.index(band)].sum()
                 errors[band].append((fluxes[:, c].mean() - true) / true)
-                u = pit(fluxes[:, c], np.asarray(true), seed=len(errors[band]))
-                for level in inside:
-                    inside[level].append(bool(abs(u - 0.5) <= level / 2))
+                within = inside_intervals(
+                    fluxes[:, c], np.asarray(true), tuple(inside), seed=len(errors[band])
+                )
+                for level, hit in zip(inside, within, strict=True):
+                    inside[level].append(bool(hit))
     validation = {
         "held_out_fields": args.fields,
         "seed": args.seed,

@@ -348,6 +348,8 @@ def _load_last_lap(checkpoint_dir: Path, current: dict, plan, seed: int) -> tupl
     done = sorted(
         p for p in checkpoint_dir.glob("lap_[0-9][0-9][0-9][0-9]") if (p / "state.json").is_file()
     )
+    if not done:
+        return 0, current
     for path in done:
         state = json.loads((path / "state.json").read_text())
         lap, found = state["lap"], (tuple(state["learned"]), state["phase"])
@@ -358,7 +360,4 @@ def _load_last_lap(checkpoint_dir: Path, current: dict, plan, seed: int) -> tupl
                 f"{path}: lap {lap} of the checkpoint (seed {state['seed']}, {found}) does not "
                 f"match this run (seed {seed}, lap {lap}: {wanted})"
             )
-    if not done:
-        return 0, current
-    state = json.loads((done[-1] / "state.json").read_text())
     return state["lap"] + 1, {kind: load_prior(done[-1] / kind) for kind in current}

@@ -37,6 +37,7 @@ __all__ = [
     "shape_moments",
     "shape_error",
     "pit",
+    "inside_intervals",
     "coverage",
     "chi2_per_pixel",
     "PQMassResult",
@@ -379,16 +380,48 @@ def pit(samples: Any, truth: Any, *, seed: int = 0) -> np.ndarray:
     return (rank + rng.uniform(size=values.shape)) / (draws.shape[0] + 1)
 
 
+def inside_intervals(
+    samples: Any, truth: Any, levels: Sequence[float], *, seed: int = 0
+) -> np.ndarray:
+    """Whether each true value lies inside the central posterior interval of each level.
+
+    A true value is inside the interval of level ``l`` when its probability integral
+    transform :func:`pit` satisfies ``|u - 1/2| <= l / 2``, which holds with probability
+    ``l`` for a calibrated posterior whatever the number of samples.
+
+    Parameters
+    ----------
+    samples : array, shape (S, ...)
+        ``S >= 2`` posterior samples.
+    truth : array, shape (...)
+        The true values.
+    levels : sequence of float in (0, 1)
+        Credible levels.
+    seed : int
+        Seed of :func:`pit`.
+
+    Returns
+    -------
+    ndarray of bool, shape (L, ...)
+    """
+    draws = _as_array(samples, "samples")
+    if draws.ndim >= 1 and draws.shape[0] < 2:
+        raise InputError(f"coverage: need at least 2 samples along axis 0, got {draws.shape[0]}")
+    for level in levels:
+        if not 0.0 < level < 1.0:
+            raise InputError(f"coverage: levels must lie in (0, 1), got {level}")
+    u = pit(draws, truth, seed=seed)
+    return np.stack([np.abs(u - 0.5) <= level / 2.0 for level in levels])
+
+
 def coverage(
     samples: Any, truth: Any, levels: Sequence[float] = (0.68, 0.95), *, seed: int = 0
 ) -> dict[float, float]:
     """Fraction of true values inside the central posterior credible intervals.
 
-    A true value lies inside the central interval of level ``l`` when its probability
-    integral transform :func:`pit` satisfies ``|u - 1/2| <= l / 2``; a calibrated
-    posterior gives a fraction ``l`` in expectation for any number of samples. Works for
-    pixels (samples of images) and for any derived quantity, e.g. fluxes (samples of shape
-    (S, N, C) against true fluxes (N, C)).
+    See :func:`inside_intervals`; a calibrated posterior gives a fraction ``l`` in
+    expectation for any number of samples. Works for pixels (samples of images) and for any
+    derived quantity, e.g. fluxes (samples of shape (S, N, C) against true fluxes (N, C)).
 
     Parameters
     ----------
@@ -406,16 +439,8 @@ def coverage(
     dict
         ``{level: fraction of truth elements inside the interval}``.
     """
-    draws = _as_array(samples, "samples")
-    if draws.ndim >= 1 and draws.shape[0] < 2:
-        raise InputError(f"coverage: need at least 2 samples along axis 0, got {draws.shape[0]}")
-    u = pit(draws, truth, seed=seed)
-    fractions = {}
-    for level in levels:
-        if not 0.0 < level < 1.0:
-            raise InputError(f"coverage: levels must lie in (0, 1), got {level}")
-        fractions[level] = float(np.mean(np.abs(u - 0.5) <= level / 2.0))
-    return fractions
+    inside = inside_intervals(samples, truth, levels, seed=seed)
+    return {level: float(inside[i].mean()) for i, level in enumerate(levels)}
 
 
 def chi2_per_pixel(data: Any, model: Any, variance: Any, mask: Any | None = None) -> float:

@@ -38,7 +38,7 @@ from scipy.stats import chi2 as chi2_distribution
 
 from galdeblend.errors import InputError
 from galdeblend.io.observation import Observation
-from galdeblend.metrics import pit
+from galdeblend.metrics import inside_intervals
 from galdeblend.results import DeblendResult
 
 if TYPE_CHECKING:
@@ -74,10 +74,9 @@ def flux_scores(
     true_flux : ndarray, shape (C,)
         True total flux per band.
     levels : sequence of float in (0, 1)
-        Credible levels ``l``: the true flux is inside the central interval when its
-        probability integral transform ``u`` under the samples
-        (:func:`galdeblend.metrics.pit`) satisfies ``|u - 1/2| <= l / 2``, which holds with
-        probability ``l`` for a calibrated posterior whatever the number of samples.
+        Credible levels ``l`` of the central intervals
+        (:func:`galdeblend.metrics.inside_intervals`: from the probability integral
+        transform of the true flux under the samples, calibrated at any number of samples).
     seed : int
         Seed of the randomized transform.
 
@@ -98,9 +97,7 @@ def flux_scores(
     error = (flux.mean(axis=0) - truth) / truth
     inside = np.zeros((len(levels), truth.size), dtype=bool)
     if len(flux) > 1:
-        u = pit(flux, truth, seed=seed)
-        for i, level in enumerate(levels):
-            inside[i] = np.abs(u - 0.5) <= level / 2.0
+        inside = inside_intervals(flux, truth, levels, seed=seed)
     return error, inside
 
 
@@ -446,19 +443,13 @@ def _summary_table(
     from galdeblend.metrics import summarize
 
     methods = list(dict.fromkeys(blends["method"]))
-    found = galaxies[galaxies["matched"]]
-    galaxy_id = [f"{b}/{t}" for b, t in zip(found["blend"], found["truth_id"], strict=True)]
-    common = set.intersection(
-        *(
-            {g for g, m in zip(galaxy_id, found["method"], strict=True) if m == method}
-            for method in methods
-        )
-    )
+    matched = {m: galaxies[(galaxies["method"] == m) & galaxies["matched"]] for m in methods}
+    found = {m: set(zip(gal["blend"], gal["truth_id"])) for m, gal in matched.items()}
+    common = set.intersection(*found.values())
     rows = []
-    for method in methods:
-        gal = galaxies[(galaxies["method"] == method) & galaxies["matched"]]
+    for method, gal in matched.items():
         per_blend = blends[blends["method"] == method]
-        in_common = np.array([f"{b}/{t}" in common for b, t in zip(gal["blend"], gal["truth_id"])])
+        in_common = np.array([g in common for g in zip(gal["blend"], gal["truth_id"])], bool)
         metrics: dict[str, np.ndarray] = {"|flux_error|": np.abs(np.asarray(gal["flux_error"]))}
         for band in dict.fromkeys(gal["band"]):
             metrics[f"|flux_error| {band}"] = np.abs(
