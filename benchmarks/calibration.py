@@ -68,7 +68,9 @@ def main() -> None:
         *(np.array(observations[0].shape[:0:-1]) - 1) / 2
     )
     positions = SkyCoord([center, center.spherical_offsets_by(0.6 * u.arcsec, 0 * u.arcsec)])
-    instances = place_instances(observations, priors.galaxy_frame, positions=positions)
+    instances = place_instances(
+        observations, priors.galaxy_frame, positions=positions, sky_grid=priors["sky"].shape[-1]
+    )
     # A blank field puts the scale at 3 sigma: raise the galaxies to the requested peak.
     instances = [
         dataclasses.replace(i, scale=i.scale * args.snr / 3) if i.kind == "galaxy" else i

@@ -291,6 +291,7 @@ def cmd_validate(args) -> int:
         args.resultsdir,
         outdir=args.out,
         match_radius_arcsec=args.match_radius,
+        aperture_arcsec=args.aperture,
         priors=args.prior,
         prior_samples=args.prior_samples,
     )
@@ -457,6 +458,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--out", help="report folder (default: RESULTSDIR/validation)")
     validate.add_argument(
         "--match-radius", type=float, default=0.4, help="match radius in arcsec (default 0.4)"
+    )
+    validate.add_argument(
+        "--aperture",
+        type=float,
+        default=0.75,
+        help="radius in arcsec of the photometry aperture at each true position (default 0.75)",
     )
     validate.add_argument(
         "--prior",

@@ -84,7 +84,9 @@ def deblend(
         for obs in observations:
             seen |= in_footprint(positions, obs)
         positions = positions[seen]
-    instances = place_instances(observations, priors.galaxy_frame, positions=positions)
+    instances = place_instances(
+        observations, priors.galaxy_frame, positions=positions, sky_grid=priors["sky"].shape[-1]
+    )
     problem = build_problem(observations, instances)
     inst_priors = [priors[inst.kind].to(device) for inst in instances]
     for kind in {inst.kind for inst in instances}:

@@ -210,6 +210,11 @@ def em(
             lap_views, current, chunk_size=chunk_size, sampling=sampling, seed=lap_seed
         )
         for kind in learned:
+            if kind not in samples:
+                raise InputError(
+                    f"em: no {kind} instance in any view to learn its prior from "
+                    "(for galaxies: none was detected in the fields)"
+                )
             x = samples[kind]
             if filter is not None:
                 x = filter(kind, x)

@@ -33,9 +33,11 @@ def new_priors(
     attention_levels: Sequence[int] = (2,),
     sigma_min: float = 1e-2,
     sigma_max: float = 30.0,
+    sky_grid: int = SKY_GRID,
     seed: int = 0,
 ) -> Priors:
-    """Untrained priors: a U-Net diffusion prior for galaxies and a Gaussian sky."""
+    """Untrained priors: a U-Net diffusion prior for galaxies and a Gaussian sky on a
+    ``(1, sky_grid, sky_grid)`` grid of nodes over each observation band."""
     torch.manual_seed(seed)
     C = galaxy_frame.shape[0]
     backbone = UNet(C, channels=tuple(channels), attention_levels=tuple(attention_levels))
@@ -43,7 +45,7 @@ def new_priors(
         backbone, shape=galaxy_frame.shape, sigma_min=sigma_min, sigma_max=sigma_max
     )
     sky = GaussianPrior(
-        torch.zeros(1, SKY_GRID, SKY_GRID), 1.0, sigma_min=sigma_min, sigma_max=sigma_max
+        torch.zeros(1, sky_grid, sky_grid), 1.0, sigma_min=sigma_min, sigma_max=sigma_max
     )
     return Priors({"galaxy": galaxy, "sky": sky}, galaxy_frame)
 
@@ -54,12 +56,14 @@ def field_view(
     *,
     positions: SkyCoord | None = None,
     blank: bool = False,
+    sky_grid: int = SKY_GRID,
     name: str = "field",
 ) -> View:
-    """The engine view of one field: ``y`` of shape ``(1, N)`` and one operator per instance."""
+    """The engine view of one field: ``y`` of shape ``(1, N)`` and one operator per instance
+    (the sky on a ``sky_grid x sky_grid`` grid)."""
     if blank:
         positions = SkyCoord([], [], unit="deg")
-    instances = place_instances(observations, galaxy_frame, positions=positions)
+    instances = place_instances(observations, galaxy_frame, positions=positions, sky_grid=sky_grid)
     problem = build_problem(observations, instances)
     return View(
         problem.y.float()[None],
@@ -113,9 +117,12 @@ def learn(
         priors = new_priors(galaxy_frame, seed=seed)
     if not fields and not blank:
         raise InputError("learn: no fields to learn from")
-    frame = priors.galaxy_frame
-    views = [field_view(f, frame, name=f"field {i}") for i, f in enumerate(fields)]
-    views += [field_view(f, frame, blank=True, name=f"blank {i}") for i, f in enumerate(blank)]
+    frame, grid = priors.galaxy_frame, priors["sky"].shape[-1]
+    views = [field_view(f, frame, sky_grid=grid, name=f"field {i}") for i, f in enumerate(fields)]
+    views += [
+        field_view(f, frame, blank=True, sky_grid=grid, name=f"blank {i}")
+        for i, f in enumerate(blank)
+    ]
     sampling = {"steps": 16, "sampler": "ddim", **(sampling or {})}
     learned = em(
         views,

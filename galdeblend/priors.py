@@ -58,6 +58,9 @@ class Priors:
                 f"Priors: galaxy prior shape {tuple(self.kinds['galaxy'].shape)} "
                 f"differs from its frame {tuple(self.galaxy_frame.shape)}"
             )
+        sky = tuple(self.kinds["sky"].shape)
+        if len(sky) != 3 or sky[0] != 1 or sky[1] != sky[2]:
+            raise InputError(f"Priors: the sky prior must have shape (1, g, g), got {sky}")
 
     def __getitem__(self, kind: str) -> Prior:
         return self.kinds[kind]

@@ -6,10 +6,13 @@ posterior file in the results folder (``galdeblend run`` writes ``<stem>_posteri
 posterior's galaxy instances and to the sources of the photutils and SEP baselines, all in the
 pixel grid of that first cutout's survey. Per matched galaxy and band, in that survey's frame:
 
-- the fractional flux error of the total flux (galdeblend: the posterior-mean total flux;
-  baselines: the segment flux) against the sum of the true noiseless galaxy image;
-- for galdeblend, whether the true flux lies inside the central posterior interval of the
-  per-sample fluxes at each level of :data:`LEVELS`;
+- the fractional flux error of the aperture flux (photutils aperture photometry in a circle
+  of :data:`APERTURE_ARCSEC` radius at the true position; galdeblend: the mean over the
+  posterior samples, each pushed through the observation operator; baselines: the segment
+  image) against the same aperture on the true noiseless galaxy image, and likewise of the
+  total flux over the cutout (which a model stamp smaller than the galaxy truncates);
+- for galdeblend, whether the true flux (aperture and total) lies inside the central
+  posterior interval of the per-sample fluxes at each level of :data:`LEVELS`;
 - PSNR and SSIM of the galaxy image in the observation frame (galdeblend: the posterior mean
   pushed through the observation operator; baselines: the segment image) against the true
   noiseless galaxy image.
@@ -28,6 +31,7 @@ import json
 import logging
 import zlib
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,12 +51,24 @@ if TYPE_CHECKING:
     from galdeblend.priors import Priors
     from galdeblend.scene import PriorFrame
 
-__all__ = ["LEVELS", "PRIOR_STEPS", "flux_scores", "markdown_table", "score_blend", "validate"]
+__all__ = [
+    "APERTURE_ARCSEC",
+    "LEVELS",
+    "PRIOR_STEPS",
+    "flux_scores",
+    "markdown_table",
+    "score_blend",
+    "validate",
+]
 
 log = logging.getLogger("galdeblend")
 
 LEVELS: tuple[float, ...] = (0.5, 0.68, 0.8, 0.9, 0.95)
 """Credible levels of the flux calibration (nominal coverage)."""
+
+APERTURE_ARCSEC = 0.75
+"""Radius of the photometry aperture (a 1.5" diameter, a standard aperture of ground-based
+survey catalogues; it lies inside the shipped priors' 1.92" galaxy stamp)."""
 
 PRIOR_STEPS = 32
 """Predictor-corrector steps of the prior samples compared with the true galaxies."""
@@ -70,9 +86,10 @@ def flux_scores(
     Parameters
     ----------
     sample_flux : ndarray, shape (S, C)
-        Total flux per posterior sample and band (``S = 1`` for a point estimate).
+        Flux (aperture or total) per posterior sample and band (``S = 1`` for a point
+        estimate).
     true_flux : ndarray, shape (C,)
-        True total flux per band.
+        The same flux of the true galaxy per band.
     levels : sequence of float in (0, 1)
         Credible levels ``l`` of the central intervals
         (:func:`galdeblend.metrics.inside_intervals`: from the probability integral
@@ -112,15 +129,19 @@ def _image_scores(estimate: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, 
     return scores[0], scores[1]
 
 
-def _render(result: DeblendResult, obs: Observation) -> list[np.ndarray]:
-    """Each galaxy's posterior mean seen in ``obs``: list of ``(C_obs, H, W)``."""
-    from galdeblend.frames import observation_operator
+def _render(result: DeblendResult, obs: Observation) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each galaxy seen in ``obs`` without its mask: ``(mean (C_obs, H, W), samples (S, C_obs,
+    H, W))``."""
+    from galdeblend.frames import Frame, observation_operator
 
+    unmasked = Frame(obs.shape, obs.wcs, obs.bands, obs.psf)
     images = []
     for gal in result.galaxies:
-        operator = observation_operator(gal.frame, obs)
+        operator = observation_operator(gal.frame, unmasked)
         with torch.no_grad():
-            images.append(operator(torch.from_numpy(gal.mean[None]).double())[0].numpy())
+            mean = operator(torch.from_numpy(gal.mean[None]).double())[0].numpy()
+            samples = operator(torch.from_numpy(gal.samples).double()).numpy()
+        images.append((mean, samples))
     return images
 
 
@@ -133,26 +154,36 @@ def _galaxy_rows(
     survey: str,
     matches: dict[int, tuple[np.ndarray, np.ndarray]],
     pixel_scale: float,
+    aperture_arcsec: float = APERTURE_ARCSEC,
 ) -> list[dict]:
-    """One row per (true galaxy, band); ``matches[k] = (sample fluxes (S, C), image (C, H, W))``.
+    """One row per (true galaxy, band); ``matches[k] = (sample images (S, C, H, W), estimate
+    (C, H, W))`` in the survey frame.
 
+    Fluxes are the aperture flux at the true position (``flux``, ``true_flux``,
+    ``flux_error``, ``inside_*``) and the sum over the cutout (``true_total_flux``,
+    ``total_flux_error``, ``total_inside_*``).
     Shapes are galsim.hsm adaptive moments of the estimated and the true image in each band,
     started at the true position.
     """
-    from galdeblend.metrics import shape_error, shape_moments
+    from galdeblend.metrics import aperture_flux, shape_error, shape_moments
 
+    radius = aperture_arcsec / pixel_scale
     rows = []
     for k, true_image in enumerate(true_images):
-        true_flux = true_image.sum(axis=(1, 2))
+        xy = (float(truth_table[f"x_{survey}"][k]), float(truth_table[f"y_{survey}"][k]))
+        true_flux = aperture_flux(true_image, xy, radius)
+        true_total = true_image.sum(axis=(1, 2))
         found = k in matches
         if found:
-            error, inside = flux_scores(
-                matches[k][0], true_flux, seed=zlib.crc32(f"{blend}/{k}".encode())
+            sample_images, estimate = matches[k]
+            seed = zlib.crc32(f"{blend}/{k}".encode())
+            sample_flux = np.stack([aperture_flux(image, xy, radius) for image in sample_images])
+            error, inside = flux_scores(sample_flux, true_flux, seed=seed)
+            total_error, total_inside = flux_scores(
+                sample_images.sum(axis=(2, 3)), true_total, seed=seed
             )
-            estimate = matches[k][1]
-            mean_flux = matches[k][0].mean(axis=0)
+            mean_flux = sample_flux.mean(axis=0)
             psnr_c, ssim_c = _image_scores(estimate, true_image)
-            xy = (float(truth_table[f"x_{survey}"][k]), float(truth_table[f"y_{survey}"][k]))
             shape = shape_error(
                 shape_moments(estimate, pixel_scale=pixel_scale, centroid=xy),
                 shape_moments(true_image, pixel_scale=pixel_scale, centroid=xy),
@@ -165,9 +196,11 @@ def _galaxy_rows(
                 "band": band,
                 "mag": float(truth_table[f"mag_{survey}_{band}"][k]),
                 "true_flux": float(true_flux[c]),
+                "true_total_flux": float(true_total[c]),
                 "matched": found,
                 "flux": float(mean_flux[c]) if found else np.nan,
                 "flux_error": float(error[c]) if found else np.nan,
+                "total_flux_error": float(total_error[c]) if found else np.nan,
                 "psnr": float(psnr_c[c]) if found else np.nan,
                 "ssim": float(ssim_c[c]) if found else np.nan,
                 "e1_error": float(shape.e1[c]) if found else np.nan,
@@ -176,6 +209,7 @@ def _galaxy_rows(
             }
             for i, level in enumerate(LEVELS):
                 row[f"inside_{level:g}"] = bool(inside[i, c]) if found else False
+                row[f"total_inside_{level:g}"] = bool(total_inside[i, c]) if found else False
             rows.append(row)
     return rows
 
@@ -187,6 +221,7 @@ def score_blend(
     survey: str,
     *,
     match_radius_arcsec: float = 0.4,
+    aperture_arcsec: float = APERTURE_ARCSEC,
     baselines: Sequence[str] = ("photutils", "sep"),
 ) -> tuple[list[dict], list[dict], dict[str, list[np.ndarray]]]:
     """Score one blend's posterior and baselines against its truth.
@@ -203,6 +238,8 @@ def score_blend(
         Survey of ``result.observations[0]``.
     match_radius_arcsec : float
         Largest distance of a match.
+    aperture_arcsec : float
+        Radius of the photometry aperture.
     baselines : sequence of {"photutils", "sep"}
 
     Returns
@@ -230,14 +267,20 @@ def score_blend(
     ).reshape(-1, 2)
     rendered = _render(result, obs)
     found, true_index = match_sources(gal_xy, true_xy, radius)
-    matches = {}
-    for i, k in zip(found, true_index, strict=True):
-        gal = galaxies[i]
-        planes = [gal.frame.bands.index(b) for b in obs.bands]
-        matches[int(k)] = (gal.samples[:, planes].sum(axis=(2, 3)), rendered[i])
-    galaxy_rows = _galaxy_rows(
-        blend, "galdeblend", table, true_images, obs.bands, survey, matches, obs.pixel_scale
+    matches = {
+        int(k): (rendered[i][1], rendered[i][0]) for i, k in zip(found, true_index, strict=True)
+    }
+    rows_of = partial(
+        _galaxy_rows,
+        blend,
+        truth_table=table,
+        true_images=true_images,
+        bands=obs.bands,
+        survey=survey,
+        pixel_scale=obs.pixel_scale,
+        aperture_arcsec=aperture_arcsec,
     )
+    galaxy_rows = rows_of("galdeblend", matches=matches)
     chi2 = chi2_per_pixel(obs.data, result.models[0], obs.variance, obs.mask)
     blend_rows = [
         {
@@ -258,12 +301,10 @@ def score_blend(
             continue
         found, true_index = match_sources(baseline.positions, true_xy, radius)
         matches = {
-            int(k): (baseline.flux[i][None], baseline.sources[i])
+            int(k): (baseline.sources[i][None], baseline.sources[i])
             for i, k in zip(found, true_index, strict=True)
         }
-        galaxy_rows += _galaxy_rows(
-            blend, method, table, true_images, obs.bands, survey, matches, obs.pixel_scale
-        )
+        galaxy_rows += rows_of(method, matches=matches)
         blend_rows.append(
             {
                 "blend": blend,
@@ -455,6 +496,7 @@ def _summary_table(
             metrics[f"|flux_error| {band}"] = np.abs(
                 np.asarray(gal["flux_error"][gal["band"] == band])
             )
+        metrics["|total flux_error|"] = np.abs(np.asarray(gal["total_flux_error"]))
         metrics["psnr"] = np.asarray(gal["psnr"])
         metrics["ssim"] = np.asarray(gal["ssim"])
         # |e| of the ellipticity error and |fractional size error|; failed hsm fits are NaN,
@@ -473,11 +515,12 @@ def _summary_table(
             rows.append((method, name, s.median, s.low, s.high, s.count))
         if method == "galdeblend":
             # Coverage is a pooled fraction; low/high give its binomial standard error.
-            for level in (0.68, 0.95):
-                inside = np.asarray(gal[f"inside_{level:g}"], dtype=float)
-                p, n = (inside.mean(), inside.size) if inside.size else (np.nan, 0)
-                se = np.sqrt(p * (1 - p) / n) if n else np.nan
-                rows.append((method, f"coverage_{level:g}", p, p - se, p + se, n))
+            for column, name in (("inside", "coverage"), ("total_inside", "total coverage")):
+                for level in (0.68, 0.95):
+                    inside = np.asarray(gal[f"{column}_{level:g}"], dtype=float)
+                    p, n = (inside.mean(), inside.size) if inside.size else (np.nan, 0)
+                    se = np.sqrt(p * (1 - p) / n) if n else np.nan
+                    rows.append((method, f"{name}_{level:g}", p, p - se, p + se, n))
             if prior is not None:
                 result, n_true = prior
                 low, median, high = np.percentile(result.pvalue, [16.0, 50.0, 84.0])
@@ -532,7 +575,12 @@ def _figures(
     ]
     fig, ax = plt.subplots(figsize=(3.5, 3.5))
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.plot(LEVELS, empirical, "o-", label="galdeblend flux")
+    total = [
+        np.mean(np.asarray(gal[f"total_inside_{level:g}"])) if len(gal) else np.nan
+        for level in LEVELS
+    ]
+    ax.plot(LEVELS, empirical, "o-", label="galdeblend aperture flux")
+    ax.plot(LEVELS, total, "s--", label="galdeblend total flux")
     ax.set_xlabel("nominal coverage")
     ax.set_ylabel("empirical coverage")
     ax.set_xlim(0, 1)
@@ -576,6 +624,7 @@ def validate(
     *,
     outdir: str | Path | None = None,
     match_radius_arcsec: float = 0.4,
+    aperture_arcsec: float = APERTURE_ARCSEC,
     baselines: Sequence[str] = ("photutils", "sep"),
     priors: Priors | str | Path | None = None,
     prior_samples: int = 64,
@@ -595,6 +644,8 @@ def validate(
         with the prior test, ``prior_pqmass.json`` (settings and per-tessellation p-values).
     match_radius_arcsec : float
         Largest distance between a true galaxy and the source it is matched to.
+    aperture_arcsec : float
+        Radius of the circular photometry aperture at each true position.
     baselines : sequence of {"photutils", "sep"}
         Segmentation baselines to run on the same cutouts (one missing its package is
         skipped with a warning).
@@ -639,6 +690,8 @@ def validate(
         raise InputError(f"validate: {manifest_path} not found; SIMDIR must come from simulate")
     if not match_radius_arcsec > 0:
         raise InputError(f"validate: match_radius_arcsec must be > 0, got {match_radius_arcsec}")
+    if not aperture_arcsec > 0:
+        raise InputError(f"validate: aperture_arcsec must be > 0, got {aperture_arcsec}")
     if prior_samples < 0 or 0 < prior_samples < 5:
         raise InputError(f"validate: prior_samples must be 0 or >= 5, got {prior_samples}")
     prior_set = None
@@ -680,6 +733,7 @@ def validate(
             truth,
             survey,
             match_radius_arcsec=match_radius_arcsec,
+            aperture_arcsec=aperture_arcsec,
             baselines=baselines,
         )
         galaxy_rows += g

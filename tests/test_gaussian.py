@@ -58,3 +58,16 @@ def test_save_load_round_trip(tmp_path):
     assert isinstance(loaded, GaussianPrior)
     torch.testing.assert_close(loaded.covariance(), prior.covariance())
     assert loaded.schedule == prior.schedule
+
+
+def test_fit_with_rank_above_the_dimension():
+    """A 2 x 2 sky grid (D = 4) fitted with the default rank 16: D factors, and the full
+    covariance is recovered."""
+    truth = planted(D=4, r=2, seed=6)
+    x = truth.sample(40000, seed=7)
+    fitted = GaussianPrior(torch.zeros(4, dtype=torch.float64), 1.0).fit(x, rank=16)
+    assert fitted.rank == 4
+    err = torch.linalg.norm(fitted.covariance() - truth.covariance()) / torch.linalg.norm(
+        truth.covariance()
+    )
+    assert err < 0.03

@@ -78,8 +78,18 @@ def test_adjoint_stack_interpolate():
     assert torch.all(blocks[1] == 0)
     interp = Interpolate((4, 3), (16, 12))
     assert_adjoint(interp, (2, 4, 3), (2, 16, 12))
-    # A linear ramp is reproduced exactly away from the clamped border.
+    # A linear ramp is reproduced exactly, up to the edges.
     ramp = torch.arange(4, dtype=torch.float64)[:, None].expand(4, 3)[None]
     out = interp.forward(ramp)[0]
     centres = (torch.arange(16, dtype=torch.float64) + 0.5) * 4 / 16 - 0.5
-    torch.testing.assert_close(out[2:14, 5], centres[2:14])
+    torch.testing.assert_close(out[:, 5], centres)
+    # 2 x 2 nodes: any plane a + b x + c y + d x y over the whole output; 1 node: a constant.
+    yy, xx = torch.meshgrid(
+        torch.arange(10, dtype=torch.float64), torch.arange(14, dtype=torch.float64), indexing="ij"
+    )
+    surface = 1.0 + 0.3 * xx - 0.7 * yy + 0.05 * xx * yy
+    node_y, node_x = (torch.tensor([0.25, 0.75], dtype=torch.float64) * n - 0.5 for n in (10, 14))
+    nodes = 1.0 + 0.3 * node_x[None] - 0.7 * node_y[:, None] + 0.05 * node_x[None] * node_y[:, None]
+    torch.testing.assert_close(Interpolate((2, 2), (10, 14)).forward(nodes[None])[0], surface)
+    one = Interpolate((1, 1), (5, 7)).forward(torch.full((1, 1, 1), 2.5, dtype=torch.float64))
+    torch.testing.assert_close(one, torch.full((1, 5, 7), 2.5, dtype=torch.float64))

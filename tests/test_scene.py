@@ -199,3 +199,73 @@ def test_deblend_with_gaussian_priors_is_the_exact_posterior():
         )
     ).reshape(obs[0].shape)
     np.testing.assert_allclose(result.models[0], model.numpy(), rtol=1e-6, atol=1e-9)
+
+
+def test_detection_finds_the_edge_galaxy_of_the_real_example():
+    """On the shipped HSC + HST COSMOS field, a bright galaxy cut by the HSC cutout's top
+    edge (pixel x 33, y 47 of 50) is detected: the threshold's noise is the smoothed map's
+    median absolute deviation, which the field's bright galaxies do not inflate."""
+    from galdeblend.cli import _example_cutouts
+
+    observations = []
+    for path, options in _example_cutouts():
+        observations += read_cutouts(path, **options)
+    found = detect_sources(observations)
+    hsc = next(o for o in observations if o.source.endswith("Cut_HSC.fits"))
+    x, y = hsc.wcs.celestial.world_to_pixel(found)
+    assert np.hypot(x - 33.2, y - 47.0).min() < 1.5
+
+
+def test_two_by_two_sky_fits_a_residual_background_plane():
+    """A blank HSC field with a planted gradient (5 noise sigma a side): the
+    posterior mean of a 2 x 2 sky grid (a plane plus twist, extended to the edges) equals
+    the plane to a small fraction of the noise, edges included."""
+    scene = simulate_scene(("hsc",), seed=21, blank=True, background_amplitude=5.0)
+    obs = scene.observations()
+    frame = PriorFrame((5, 8, 8), 0.2, BANDS, 0.3)
+    galaxy = GaussianPrior(torch.zeros(5, 8, 8, dtype=torch.float64), 1.0)
+    sky = GaussianPrior(torch.zeros(1, 2, 2, dtype=torch.float64), 400.0, sigma_max=100.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = deblend(
+            obs,
+            Priors({"galaxy": galaxy, "sky": sky}, frame),
+            catalog=SkyCoord([], [], unit="deg"),
+            n_samples=16,
+            steps=64,
+            sampler="ddim",
+            cg_iterations=20,
+            log_prob_steps=0,
+            progress=False,
+        )
+    assert [i.frame.shape for i in result.instances] == [(1, 2, 2)] * 5
+    sigma = np.sqrt(obs[0].variance)
+    background = scene.surveys["hsc"].background / sigma
+    error = result.models[0] / sigma - background
+    good = ~obs[0].mask  # the model is 0 at masked pixels
+    assert np.ptp(background, axis=(1, 2)).min() > 5.0  # a real gradient to follow
+    assert np.abs(error[good]).max() < 0.3
+
+
+def test_sky_grid_comes_from_the_sky_prior(blend):
+    """Priors with a 3 x 3 sky: deblend places 3 x 3 sky instances and EM learns a 3 x 3
+    sky (whatever the default grid of new priors); a non-square sky prior is refused, and
+    EM without any galaxy says so."""
+    from galdeblend.learn import learn, new_priors
+
+    obs = blend.observations()
+    frame = PriorFrame((5, 8, 8), 0.2, BANDS, 0.3)
+    priors = new_priors(frame, channels=(8,), attention_levels=(), sky_grid=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = deblend(obs, priors, n_samples=2, steps=2, log_prob_steps=0, progress=False)
+        learned = learn(
+            [obs], priors=priors, laps=0, gaussian_laps=1, sampling={"steps": 2}, progress=False
+        )
+    assert [i.frame.shape for i in result.instances if i.kind == "sky"] == [(1, 3, 3)] * 5
+    assert tuple(learned["sky"].shape) == (1, 3, 3)
+    empty = simulate_scene(("hsc",), seed=12, stamp_arcsec=2.0, blank=True).observations()
+    with pytest.raises(InputError, match="no galaxy instance in any view"):
+        learn([empty], priors=priors, laps=0, gaussian_laps=1, progress=False)
+    with pytest.raises(InputError, match=r"sky prior must have shape \(1, g, g\)"):
+        Priors({"galaxy": priors["galaxy"], "sky": GaussianPrior(torch.zeros(1, 2, 3), 1.0)}, frame)

@@ -92,6 +92,9 @@ def test_validate_writes_table_and_report(runs, capsys):
         "chi2_per_pixel",
         "coverage_0.68",
         "coverage_0.95",
+        "|total flux_error|",
+        "total coverage_0.68",
+        "total coverage_0.95",
         "|e error|",
         "|size error|",
     } <= metrics
@@ -100,6 +103,15 @@ def test_validate_writes_table_and_report(runs, capsys):
     matched = [g for g in galaxies if g["matched"] == "True"]
     assert matched
     assert all(np.isfinite(float(g["flux_error"])) for g in matched)
+    assert all(np.isfinite(float(g["total_flux_error"])) for g in matched)
+    # a smaller aperture measures other fluxes
+    assert main(["validate", str(simdir), str(results), "--aperture", "0.3", "-q"]) == 0
+    with open(report / "galaxies.csv") as f:
+        small = list(csv.DictReader(f))
+    assert [g["total_flux_error"] for g in small] == [g["total_flux_error"] for g in galaxies]
+    assert [g["flux_error"] for g in small if g["matched"] == "True"] != [
+        g["flux_error"] for g in matched
+    ]
     # every true galaxy of every blend appears once per method and band
     n_true = sum(
         s["n_galaxies"] for s in json.loads((simdir / "manifest.json").read_text())["scenes"]
@@ -212,27 +224,70 @@ def test_pqmass_of_truth_stamps_tells_copies_from_noise(runs):
 
 
 def test_exact_posterior_flux_scores_zero_error(runs):
-    """Galaxies whose per-sample fluxes straddle the true flux of the nearest true galaxy."""
+    """Samples 0.9 and 1.1 times the true galaxy: no flux error and the truth inside every
+    interval; an estimate holding only the aperture's light: no aperture error, the light
+    outside the aperture missing from the total."""
+    from galdeblend.metrics import aperture_flux
+    from galdeblend.validate import APERTURE_ARCSEC, _galaxy_rows
+
+    simdir, _ = runs
+    truth = read_truth(simdir / "blend_0000_truth.fits")
+    images = truth.survey_galaxies["hsc"]
+    bands = ("g", "r", "i", "z", "y")
+    scale = np.array([0.9, 1.1])[:, None, None, None]
+    matches = {k: (scale * image[None], image) for k, image in enumerate(images)}
+    rows = _galaxy_rows("b", "m", truth.galaxies, images, bands, "hsc", matches, 0.168)
+    for column in ("flux_error", "total_flux_error"):
+        assert [r[column] for r in rows] == pytest.approx(np.zeros(len(rows)), abs=1e-9)
+    assert all(r[f"{c}_{lv:g}"] for r in rows for c in ("inside", "total_inside") for lv in LEVELS)
+
+    radius = APERTURE_ARCSEC / 0.168
+    yy, xx = np.mgrid[: images.shape[2], : images.shape[3]]
+    cut, outside = {}, []
+    for k, image in enumerate(images):
+        xy = (truth.galaxies["x_hsc"][k], truth.galaxies["y_hsc"][k])
+        inside = aperture_flux(image, xy, radius)
+        # the aperture's light spread over the pixels wholly inside it
+        core = np.hypot(xx - xy[0], yy - xy[1]) < radius - 1
+        estimate = core * (inside / core.sum())[:, None, None]
+        cut[k] = (estimate[None], estimate)
+        outside.append(1 - inside / image.sum(axis=(1, 2)))
+    rows = _galaxy_rows("b", "m", truth.galaxies, images, bands, "hsc", cut, 0.168)
+    outside = np.concatenate(outside)
+    assert [r["flux_error"] for r in rows] == pytest.approx(np.zeros(len(rows)), abs=1e-9)
+    assert [r["total_flux_error"] for r in rows] == pytest.approx(-outside, abs=1e-9)
+    assert outside.max() > 0.05  # some galaxy spills out of the aperture
+
+
+def test_rendered_posterior_fluxes_match_the_samples(runs):
+    """score_blend renders every sample through the operator without the cutout's mask: the
+    total flux of a galaxy inside the cutout is its stamps' mean sum, the mask ignored."""
     simdir, results = runs
     result = read_posterior(results / "blend_0000_hsc_posterior.fits")
     truth = read_truth(simdir / "blend_0000_truth.fits")
     obs = result.observations[0]
+    obs.mask[:, :, ::2] = True  # a masked operator would render half the light
+    _, h, w = TINY_FRAME.shape
+    yy, xx = np.mgrid[:h, :w]
+    blob = np.exp(-((xx - (w - 1) / 2) ** 2 + (yy - (h - 1) / 2) ** 2) / 2)
+    for gal in result.galaxies:
+        amplitude = np.linspace(0.5, 1.5, len(gal.samples))[:, None, None, None]
+        gal.samples = amplitude * np.broadcast_to(blob, gal.samples.shape[1:])
+    rows, _, _ = score_blend("blend_0000", result, truth, "hsc", baselines=())
     true_xy = np.stack([truth.galaxies["x_hsc"], truth.galaxies["y_hsc"]], axis=1)
-    true_flux = truth.survey_galaxies["hsc"].sum(axis=(2, 3))  # (K, C)
+    checked = 0
     for gal in result.galaxies:
         xy = np.asarray(obs.wcs.world_to_pixel(gal.center), dtype=float)
-        k = np.argmin(np.linalg.norm(true_xy - xy, axis=1))
-        flux = np.zeros(gal.frame.shape[0])
-        flux[[gal.frame.bands.index(b) for b in obs.bands]] = true_flux[k]
-        _, h, w = gal.frame.shape
-        scale = np.array([0.9, 1.1])[:, None, None, None]
-        gal.samples = scale * np.broadcast_to(flux[:, None, None] / (h * w), gal.frame.shape)
-    rows, blend_rows, _ = score_blend("blend_0000", result, truth, "hsc", baselines=())
-    matched = [r for r in rows if r["matched"]]
-    assert matched
-    assert [r["flux_error"] for r in matched] == pytest.approx(np.zeros(len(matched)), abs=1e-9)
-    assert all(r[f"inside_{level:g}"] for r in matched for level in LEVELS)
-    assert blend_rows[0]["completeness"] == len(matched) / (5 * len(truth.galaxies))
+        k = int(np.argmin(np.linalg.norm(true_xy - xy, axis=1)))
+        if np.linalg.norm(true_xy[k] - xy) > 0.4 / obs.pixel_scale:
+            continue
+        planes = [gal.frame.bands.index(b) for b in obs.bands]
+        total = gal.samples[:, planes].sum(axis=(2, 3)).mean(axis=0)
+        mine = [r for r in rows if r["truth_id"] == truth.galaxies["id"][k]]
+        found = np.array([(1 + r["total_flux_error"]) * r["true_total_flux"] for r in mine])
+        assert found == pytest.approx(total, rel=0.02)
+        checked += 1
+    assert checked
 
 
 def test_shape_errors_vanish_for_the_true_image(runs):
@@ -241,7 +296,7 @@ def test_shape_errors_vanish_for_the_true_image(runs):
     simdir, _ = runs
     truth = read_truth(simdir / "blend_0000_truth.fits")
     images = truth.survey_galaxies["hsc"]
-    matches = {k: (image.sum(axis=(1, 2))[None], image) for k, image in enumerate(images)}
+    matches = {k: (image[None], image) for k, image in enumerate(images)}
     bands = ("g", "r", "i", "z", "y")
     rows = _galaxy_rows("b", "m", truth.galaxies, images, bands, "hsc", matches, 0.168)
     errors = np.array([[r["e1_error"], r["e2_error"], r["size_error"]] for r in rows])
@@ -269,6 +324,8 @@ def test_validate_errors(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"scenes": []}))
     with pytest.raises(InputError, match="no blend .* has a posterior"):
         validate(tmp_path, tmp_path)
+    with pytest.raises(InputError, match="aperture_arcsec must be > 0"):
+        validate(tmp_path, tmp_path, aperture_arcsec=0.0)
 
 
 def test_found_by_all_rows_compare_the_same_galaxies():
@@ -279,9 +336,10 @@ def test_found_by_all_rows_compare_the_same_galaxies():
         for k in (0, 1):
             row = {"blend": "x", "method": method, "truth_id": k, "band": "i"}
             row["matched"] = k in errors
-            row.update({c: errors.get(k, np.nan) for c in ("flux_error", "psnr", "ssim")})
+            for c in ("flux_error", "total_flux_error", "psnr", "ssim"):
+                row[c] = errors.get(k, np.nan)
             row.update({c: 0.0 for c in ("e1_error", "e2_error", "size_error")})
-            row.update({f"inside_{level:g}": False for level in LEVELS})
+            row.update({f"{c}_{lv:g}": False for c in ("inside", "total_inside") for lv in LEVELS})
             rows.append(row)
     blends = Table(
         rows=[("x", m, 1.0, 1.0) for m in "ab"],

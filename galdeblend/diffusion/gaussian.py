@@ -129,9 +129,10 @@ class GaussianPrior(nn.Module):
         """Fit mean and covariance to ``samples`` ``(N, *shape)`` in place; returns ``self``.
 
         PPCA (Tipping & Bishop 1999) gives the initial factors from the top ``rank``
-        principal components; ``iterations`` of factor-analysis EM then let the
-        diagonal differ per pixel. Computed in float64 without forming the
-        ``(D, D)`` sample covariance, ``O(N D r)`` per iteration.
+        principal components (all ``D`` of them where ``rank >= D``, the number of values
+        per item); ``iterations`` of factor-analysis EM then let the diagonal differ per
+        pixel. Computed in float64 without forming the ``(D, D)`` sample covariance,
+        ``O(N D r)`` per iteration.
         """
         rank = self.rank if rank is None else int(rank)
         X = samples.reshape(samples.shape[0], -1).to(torch.float64)

@@ -334,15 +334,17 @@ class Stack(LinearOperator):
 
 
 def _linear_weights(n_out: int, n_in: int) -> Tensor:
-    """``(n_out, n_in)`` linear interpolation from ``n_in`` nodes spanning the same extent."""
-    pos = (torch.arange(n_out, dtype=torch.float64) + 0.5) * n_in / n_out - 0.5
-    pos = pos.clamp(0, n_in - 1)
-    lo = pos.floor().long().clamp(max=n_in - 1)
-    hi = (lo + 1).clamp(max=n_in - 1)
-    frac = pos - lo
+    """``(n_out, n_in)`` linear interpolation from ``n_in`` nodes at the centres of ``n_in``
+    equal cells spanning the output's extent, extended linearly beyond the outer nodes
+    (one node: a constant)."""
     R = torch.zeros(n_out, n_in, dtype=torch.float64)
+    if n_in == 1:
+        return R + 1.0
+    pos = (torch.arange(n_out, dtype=torch.float64) + 0.5) * n_in / n_out - 0.5
+    lo = pos.floor().long().clamp(0, n_in - 2)
+    frac = pos - lo
     R[torch.arange(n_out), lo] += 1 - frac
-    R[torch.arange(n_out), hi] += frac
+    R[torch.arange(n_out), lo + 1] += frac
     return R
 
 
@@ -350,8 +352,10 @@ class Interpolate(LinearOperator):
     """Bilinear interpolation of a coarse grid onto a finer one covering the same extent.
 
     ``(B, ..., h, w) -> (B, ..., H, W)`` as ``R_y X R_x^T`` with linear-interpolation
-    matrices ``R_y`` ``(H, h)`` and ``R_x`` ``(W, w)``. Used for smooth fields such as the
-    sky background.
+    matrices ``R_y`` ``(H, h)`` and ``R_x`` ``(W, w)``; the coarse nodes sit at the centres
+    of ``h x w`` equal cells and the surface is extended linearly to the edges, so that a
+    ``2 x 2`` grid is a plane plus a twist (``xy``) term over the whole output. Used for
+    smooth fields such as the sky background.
     """
 
     def __init__(self, in_shape: tuple[int, int], out_shape: tuple[int, int]):
