@@ -187,6 +187,7 @@ def detect_sources(
     coarsest observation first). The ``max_sources`` of highest signal-to-noise are kept.
     """
     from astropy.convolution import convolve
+    from astropy.stats import mad_std
     from photutils.segmentation import SourceCatalog, deblend_sources, make_2dgaussian_kernel
     from photutils.segmentation import detect_sources as _detect
     from photutils.utils.exceptions import NoDetectionsWarning
@@ -196,8 +197,9 @@ def detect_sources(
     for i in order:
         obs = observations[i]
         w = obs.weight
+        covered = w.sum(0) > 0
         snr = (w * obs.data).sum(0) / np.sqrt(w.sum(0).clip(1e-30))
-        snr = snr - plane_background(snr, mask=w.sum(0) <= 0)
+        snr = snr - plane_background(snr, mask=~covered)
         fwhm_pix = 3.0
         if obs.psf is not None:
             peak = obs.psf.max(axis=(1, 2))
@@ -207,9 +209,7 @@ def detect_sources(
         smooth = convolve(snr, kernel, normalize_kernel=True)
         # The median absolute deviation: bright galaxies filling the cutout inflate a
         # standard deviation (to 50 times the noise on the shipped example's HSC cutout).
-        good = smooth[w.sum(0) > 0]
-        noise = 1.4826 * np.median(np.abs(good - np.median(good))) if good.size else 0.0
-        noise = noise or 1.0
+        noise = (mad_std(smooth[covered]) if covered.any() else 0.0) or 1.0
         with warnings.catch_warnings():  # an empty field is a valid outcome
             warnings.simplefilter("ignore", NoDetectionsWarning)
             segm = _detect(smooth, nsigma * noise, n_pixels=npixels)
