@@ -54,6 +54,9 @@ def main() -> None:
     parser.add_argument("--fields", type=int, default=24, help="independent draws")
     parser.add_argument("--samples", type=int, default=32, help="posterior samples per draw")
     parser.add_argument("--steps", type=int, default=32, help="posterior sampler steps")
+    parser.add_argument(
+        "--cg-iterations", type=int, default=3, help="CG iterations (as galdeblend run)"
+    )
     parser.add_argument("--prior-steps", type=int, default=64, help="steps of the truth draws")
     parser.add_argument("--snr", type=float, default=10.0, help="galaxy peak in noise sigmas")
     parser.add_argument("--seed", type=int, default=0)
@@ -96,6 +99,7 @@ def main() -> None:
         problem.noise_variance.float()[None],
         n_samples=args.samples,
         steps=args.steps,
+        cg_iterations=args.cg_iterations,
         seed=args.seed,
         progress=True,
     )
@@ -114,7 +118,8 @@ def main() -> None:
     print(
         f"{args.fields} draws x {len(galaxies)} galaxies x {flux_true.shape[-1]} bands, "
         f"galaxy peak {args.snr:g} sigma, {args.samples} posterior samples, "
-        f"{args.steps} steps; truth {t_truth:.0f} s, posterior {t_post:.0f} s"
+        f"{args.steps} steps, {args.cg_iterations} CG iterations; "
+        f"truth {t_truth:.0f} s, posterior {t_post:.0f} s"
     )
     header = ("level", "flux coverage", "(binomial error if independent)", "pixel coverage")
     print(f"{header[0]:>6} {header[1]:>14} {header[2]:>32} {header[3]:>15}")
