@@ -66,10 +66,10 @@ def conjugate_gradient(
     b : Tensor, shape ``(B, *shape)``
     iterations : int
     inverse_diagonal : Tensor, broadcastable to ``b``, optional
-        ``M^-1`` of a diagonal preconditioner ``M`` (positive). With ``M = Sigma_y`` one
-        iteration is exact wherever ``C`` is close to ``Sigma_y``, whatever the spread of
-        the noise variances across bands and surveys; unpreconditioned CG weights every
-        pixel's residual by one common scalar.
+        ``M^-1`` of a diagonal preconditioner ``M`` (positive). One iteration is exact
+        wherever ``C`` is close to ``M``, whatever the spread of its diagonal across
+        bands and surveys; unpreconditioned CG weights every pixel's residual by one
+        common scalar.
 
     Returns
     -------
