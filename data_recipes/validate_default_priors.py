@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--fields", type=int, default=12)
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--cg-iterations", type=int, default=3)
     parser.add_argument("--stamp-arcsec", type=float, default=4.0)
     parser.add_argument("--seed", type=int, default=1_000_000)
     args = parser.parse_args()
@@ -55,6 +56,7 @@ def main() -> None:
             priors,
             n_samples=args.samples,
             steps=args.steps,
+            cg_iterations=args.cg_iterations,
             seed=i,
             progress=False,
             log_prob_steps=0,
@@ -89,6 +91,7 @@ def main() -> None:
         "seed": args.seed,
         "samples": args.samples,
         "steps": args.steps,
+        "cg_iterations": args.cg_iterations,
         "completeness": found / max(total, 1),
         "median_abs_flux_error": {
             b: float(np.median(np.abs(e))) if e else None for b, e in errors.items()
