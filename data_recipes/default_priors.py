@@ -9,7 +9,7 @@ beside the weights.
 
 On 2 CPU cores the shipped v3 set (3 Gaussian + 10 diffusion laps) took 49.8 minutes, with
 one unpreconditioned CG iteration per E-step (the sampler of that time). The defaults now
-(3 preconditioned CG iterations) build v4, whose diffusion laps take about 8-9 minutes each
+(3 preconditioned CG iterations) build v4, whose diffusion laps took 6.5-9 minutes each
 here (the time taken is printed and recorded). The recipe runs on the CPU:
 EM on a GPU needs its Gaussian starts and the E-step's gathering of samples moved off the
 CPU first.

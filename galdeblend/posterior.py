@@ -54,7 +54,7 @@ def _per_item(c: Tensor, like: Tensor) -> Tensor:
 
 def conjugate_gradient(
     matvec, b: Tensor, *, iterations: int, inverse_diagonal: Tensor | None = None
-) -> Tensor:
+) -> tuple[Tensor, Tensor]:
     """Batched, optionally Jacobi-preconditioned CG for ``C x = b`` with ``x_0 = 0``.
 
     Each batch item is its own system.
