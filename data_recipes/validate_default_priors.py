@@ -14,6 +14,7 @@ written into ``priors.json`` under ``metadata.validation``.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import time
 import warnings
@@ -38,7 +39,12 @@ def main() -> None:
     parser.add_argument("--fields", type=int, default=12)
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--steps", type=int, default=32)
-    parser.add_argument("--cg-iterations", type=int, default=3)
+    parser.add_argument(
+        "--cg-iterations",
+        type=int,
+        default=inspect.signature(deblend).parameters["cg_iterations"].default,
+        help="CG iterations per posterior step (default: deblend's)",
+    )
     parser.add_argument("--stamp-arcsec", type=float, default=4.0)
     parser.add_argument("--seed", type=int, default=1_000_000)
     args = parser.parse_args()
