@@ -29,6 +29,7 @@ import torch
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 
+from galdeblend.allocator import retain_freed_memory
 from galdeblend.diffusion.gaussian import GaussianPrior
 from galdeblend.engine import sample_posterior, sample_prior
 from galdeblend.metrics import coverage
@@ -47,6 +48,7 @@ def draw(prior, n: int, *, seed: int, steps: int) -> torch.Tensor:
 
 
 def main() -> None:
+    retain_freed_memory()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

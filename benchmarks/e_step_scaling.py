@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from galdeblend import distributed
+from galdeblend.allocator import retain_freed_memory
 from galdeblend.em import View, _e_step
 from galdeblend.engine import MLP, DiffusionPrior
 from galdeblend.operators import Matrix
@@ -66,6 +67,7 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    retain_freed_memory()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--observations", type=int, default=256, help="per view (default 256)")

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from galdeblend.allocator import retain_freed_memory
 from galdeblend.baselines import PCPCA
 from galdeblend.engine import (
     MLP,
@@ -379,6 +380,7 @@ def table(results: dict[int, dict[str, tuple[float, float]]], metric: int, *, pa
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    retain_freed_memory()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--full", action="store_true", help="the paper's scale (GPU)")
     parser.add_argument("--sources", choices=("2", "3", "all"), default="all")

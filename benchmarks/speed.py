@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode, _FlopCounterMode
 
+from galdeblend.allocator import retain_freed_memory
 from galdeblend.diffusion.training import train_denoiser
 from galdeblend.engine import DiffusionPrior, GaussianPrior, UNet, sample_posterior
 from galdeblend.operators import Convolve, Interpolate
@@ -208,6 +209,7 @@ def report(title: str, rows, peak: float, unit: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    retain_freed_memory()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS))
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS))

@@ -26,6 +26,7 @@ import time
 import numpy as np
 import torch
 
+from galdeblend.allocator import retain_freed_memory
 from galdeblend.learn import learn, new_priors
 from galdeblend.scene import PriorFrame
 from galdeblend.simulate import simulate_scene
@@ -45,6 +46,7 @@ def simulate_fields(n: int, *, seed: int, blank: bool, stamp_arcsec: float):
 
 
 def main() -> None:
+    retain_freed_memory()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from astropy.coordinates import SkyCoord
 
+from galdeblend.allocator import retain_freed_memory
 from galdeblend.deblend import deblend
 from galdeblend.metrics import chi2_per_pixel, inside_intervals, summarize
 from galdeblend.priors import Priors
@@ -32,6 +33,7 @@ SURVEY_OF_BAND = {"g": "hsc", "r": "hsc", "i": "hsc", "z": "hsc", "y": "hsc", "F
 
 
 def main() -> None:
+    retain_freed_memory()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

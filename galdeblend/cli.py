@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from galdeblend.allocator import retain_freed_memory
 from galdeblend.errors import GaldeblendError, InputError
 
 __all__ = ["main"]
@@ -481,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    retain_freed_memory()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     if args.quiet:
