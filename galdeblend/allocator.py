@@ -6,8 +6,9 @@ is free. A diffusion step on CPU allocates and frees activation tensors of a few
 thousands of times, so each new tensor is mapped again and faulted in page by page,
 with every page zeroed by the kernel. Raising both thresholds keeps those pages for
 the next tensor: on a Grassy MNIST training and sampling run (2 CPU cores) the minor
-page faults fall from 13 M to 0.4 M and the wall time by a quarter
-(docs/performance.rst), at the same peak memory.
+page faults fall from 13 M to 0.4 M and the wall time by a quarter, at the same peak
+memory; the example deblend, whose time goes to its operators, is not measurably faster
+(docs/performance.rst).
 
 This is process-wide, so the command line and the scripts in ``benchmarks/`` and
 ``data_recipes/`` call :func:`retain_freed_memory` at start; the library itself does
