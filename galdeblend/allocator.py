@@ -53,4 +53,5 @@ def retain_freed_memory() -> bool:
         (M_TRIM_THRESHOLD, TRIM_THRESHOLD),
         (M_TOP_PAD, TOP_PAD),
     )
-    return all(mallopt(parameter, value) == 1 for parameter, value in settings)
+    accepted = [mallopt(parameter, value) == 1 for parameter, value in settings]
+    return all(accepted)
