@@ -86,3 +86,35 @@ def test_ci_runs_the_readme_test_command():
     assert len(commands) == 1, f"README.rst must give exactly one test command, found {commands}"
     ci_lines = [line.strip() for line in (REPO_ROOT / ".ci" / "run").read_text().splitlines()]
     assert commands[0] in ci_lines
+
+
+IMPORT_EACH_MODULE = """
+import importlib, pkgutil, sys
+import galdeblend
+names = [m.name for m in pkgutil.walk_packages(galdeblend.__path__, "galdeblend.")
+         if not m.name.endswith("__main__")]
+failed = []
+for name in names:
+    for loaded in [m for m in sys.modules if m == "galdeblend" or m.startswith("galdeblend.")]:
+        del sys.modules[loaded]
+    try:
+        importlib.import_module(name)
+    except ImportError as error:
+        failed.append(f"{name}: {error}")
+print(len(names))
+print("\\n".join(failed))
+"""
+
+
+def test_every_module_imports_first():
+    """Each module imports in a fresh package state, whatever is imported before it (an
+    import cycle fails only when its second module is the first one imported)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_EACH_MODULE], capture_output=True, text=True, check=True
+    )
+    count, *failed = done.stdout.strip().split("\n")
+    assert int(count) > 20
+    assert [line for line in failed if line] == []

@@ -8,7 +8,6 @@
   separate truth files.
 """
 
-from galdeblend.io.simulation_fits import SceneTruth, read_truth, write_scene  # noqa: E402
 from galdeblend.simulate.galaxies import (
     CosmosSample,
     Galaxy,
@@ -47,3 +46,14 @@ __all__ = [
     "read_truth",
     "simulate_dataset",
 ]
+
+
+def __getattr__(name: str):
+    """The FITS functions of simulated scenes, imported on first use: their module,
+    :mod:`galdeblend.io.simulation_fits`, itself imports :mod:`galdeblend.simulate.scenes`,
+    so importing it here would make ``import galdeblend.io.simulation_fits`` circular."""
+    if name in ("SceneTruth", "read_truth", "write_scene"):
+        from galdeblend.io import simulation_fits
+
+        return getattr(simulation_fits, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
