@@ -47,6 +47,12 @@ def main() -> None:
         default=inspect.signature(deblend).parameters["cg_iterations"].default,
         help="CG iterations per posterior step (default: deblend's)",
     )
+    parser.add_argument(
+        "--amplitude-width",
+        type=float,
+        default=inspect.signature(deblend).parameters["amplitude_width"].default,
+        help="prior width of the amplitude step (default: deblend's; 0: no amplitude step)",
+    )
     parser.add_argument("--stamp-arcsec", type=float, default=4.0)
     parser.add_argument("--seed", type=int, default=1_000_000)
     args = parser.parse_args()
@@ -65,6 +71,7 @@ def main() -> None:
             n_samples=args.samples,
             steps=args.steps,
             cg_iterations=args.cg_iterations,
+            amplitude_width=args.amplitude_width,
             seed=i,
             progress=False,
             log_prob_steps=0,
@@ -100,6 +107,7 @@ def main() -> None:
         "samples": args.samples,
         "steps": args.steps,
         "cg_iterations": args.cg_iterations,
+        "amplitude_width": args.amplitude_width,
         "completeness": found / max(total, 1),
         "median_abs_flux_error": {
             b: float(np.median(np.abs(e))) if e else None for b, e in errors.items()

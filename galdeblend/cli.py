@@ -55,6 +55,7 @@ SAMPLER_KEYS = {
     "cg_iterations",
     "batch_size",
     "log_prob_steps",
+    "amplitude_width",
 }
 
 
@@ -169,6 +170,8 @@ def cmd_run(args) -> int:
         sampler["steps"] = args.steps
     if args.batch_size is not None:
         sampler["batch_size"] = args.batch_size
+    if args.amplitude_width is not None:
+        sampler["amplitude_width"] = args.amplitude_width
     n_samples = args.samples if args.samples is not None else config.get("samples", 16)
     rows: list[dict] = []
     written = 0
@@ -368,6 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--fast", action="store_true", help="bfloat16 and channels-last networks (for GPUs)"
+    )
+    run.add_argument(
+        "--amplitude-width",
+        type=float,
+        help="prior width of the per-band flux redrawn from the data after sampling "
+        "(default 1; inf: flat; 0: keep the diffusion samples' fluxes)",
     )
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--config", help="YAML file with sampler settings (steps, sampler, tau, ...)")

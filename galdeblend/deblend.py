@@ -11,6 +11,7 @@ from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
 import galdeblend
+from galdeblend.amplitudes import redraw_amplitudes
 from galdeblend.diffusion.logprob import log_prob as _log_prob
 from galdeblend.diffusion.prior import DiffusionPrior
 from galdeblend.io.observation import Observation
@@ -38,6 +39,7 @@ def deblend(
     log_prob_steps: int = 32,
     device: str | torch.device | None = None,
     fast: bool = False,
+    amplitude_width: float = 1.0,
     progress: bool = True,
 ) -> DeblendResult:
     """Posterior samples of every galaxy and of the sky in one field.
@@ -67,6 +69,11 @@ def deblend(
         Run the diffusion priors' networks in bfloat16 autocast and channels-last (see
         :meth:`~galdeblend.engine.DiffusionPrior.accelerate`; the likelihood and the
         conjugate gradients stay in float32 or higher). Mostly useful on GPUs.
+    amplitude_width : float
+        After sampling, each galaxy's amplitude per band is redrawn from the data given
+        its sampled shape (:mod:`galdeblend.amplitudes`), with a Gaussian prior of this
+        width around the sampled amplitude; ``inf`` for a flat prior, 0 to keep the
+        diffusion samples as they are.
     progress : bool
 
     Returns
@@ -111,10 +118,20 @@ def deblend(
         batch_size=batch_size,
         progress=progress,
     )
+    samples = [x[0].double().cpu() for x in samples]  # (n_samples, *shape) in prior units
+    if amplitude_width > 0:
+        samples = redraw_amplitudes(
+            samples,
+            problem.operators,
+            problem.y,
+            problem.noise_variance,
+            [inst.kind == "galaxy" for inst in instances],
+            width=amplitude_width,
+            generator=torch.Generator().manual_seed(seed),
+        )
     results = []
     model = torch.zeros_like(problem.y, dtype=torch.float64)
     for inst, prior, A, x in zip(instances, inst_priors, problem.operators, samples):
-        x = x[0].double().cpu()  # (n_samples, *shape) in prior units
         mean = x.mean(0, keepdim=True)
         model += A.forward(mean)[0]
         lp = float("nan")
@@ -138,6 +155,7 @@ def deblend(
         "n_samples": n_samples,
         "seed": seed,
         "fast": fast,
+        "amplitude_width": amplitude_width,
         "inputs": [o.source for o in observations],
     }
     return DeblendResult(observations, results, models, provenance)

@@ -10,7 +10,10 @@ pixel grid of that first cutout's survey. Per matched galaxy and band, in that s
   of :data:`APERTURE_ARCSEC` radius at the true position; galdeblend: the mean over the
   posterior samples, each pushed through the observation operator; baselines: the segment
   image) against the same aperture on the true noiseless galaxy image, and likewise of the
-  total flux over the cutout (which a model stamp smaller than the galaxy truncates);
+  total flux over the cutout (which a model stamp smaller than the galaxy truncates); the
+  flux error is also given in units of the data's own noise in that aperture (the error of
+  plain aperture photometry on an isolated galaxy), so that faint and bright galaxies, and
+  methods that found different galaxies, compare on one scale;
 - for galdeblend, whether the true flux (aperture and total) lies inside the central
   posterior interval of the per-sample fluxes at each level of :data:`LEVELS`;
 - PSNR and SSIM of the galaxy image in the observation frame (galdeblend: the posterior mean
@@ -153,14 +156,17 @@ def _galaxy_rows(
     survey: str,
     matches: dict[int, tuple[np.ndarray, np.ndarray]],
     pixel_scale: float,
+    variance: np.ndarray,
     aperture_arcsec: float = APERTURE_ARCSEC,
 ) -> list[dict]:
     """One row per (true galaxy, band); ``matches[k] = (sample images (S, C, H, W), estimate
-    (C, H, W))`` in the survey frame.
+    (C, H, W))`` in the survey frame; ``variance`` (C, H, W) is the data's, 0 where masked.
 
     Fluxes are the aperture flux at the true position (``flux``, ``true_flux``,
     ``flux_error``, ``inside_*``) and the sum over the cutout (``true_total_flux``,
-    ``total_flux_error``, ``total_inside_*``).
+    ``total_flux_error``, ``total_inside_*``). ``flux_noise`` is the noise of the same
+    aperture on the data, ``sqrt(sum of the variance)``, as a fraction of the true flux: the
+    error of plain aperture photometry of an isolated galaxy.
     Shapes are galsim.hsm adaptive moments of the estimated and the true image in each band,
     started at the true position.
     """
@@ -171,6 +177,7 @@ def _galaxy_rows(
     for k, true_image in enumerate(true_images):
         xy = (float(truth_table[f"x_{survey}"][k]), float(truth_table[f"y_{survey}"][k]))
         true_flux = aperture_flux(true_image, xy, radius)
+        noise = np.sqrt(aperture_flux(variance, xy, radius))
         true_total = true_image.sum(axis=(1, 2))
         found = k in matches
         if found:
@@ -196,6 +203,7 @@ def _galaxy_rows(
                 "mag": float(truth_table[f"mag_{survey}_{band}"][k]),
                 "true_flux": float(true_flux[c]),
                 "true_total_flux": float(true_total[c]),
+                "flux_noise": float(noise[c] / true_flux[c]),
                 "matched": found,
                 "flux": float(mean_flux[c]) if found else np.nan,
                 "flux_error": float(error[c]) if found else np.nan,
@@ -277,6 +285,7 @@ def score_blend(
         bands=obs.bands,
         survey=survey,
         pixel_scale=obs.pixel_scale,
+        variance=np.where(obs.mask, 0.0, np.broadcast_to(obs.variance, obs.shape)),
         aperture_arcsec=aperture_arcsec,
     )
     galaxy_rows = rows_of("galdeblend", matches=matches)
@@ -491,6 +500,9 @@ def _summary_table(
         per_blend = blends[blends["method"] == method]
         in_common = np.array([g in common for g in zip(gal["blend"], gal["truth_id"])], bool)
         metrics: dict[str, np.ndarray] = {"|flux_error|": np.abs(np.asarray(gal["flux_error"]))}
+        # In units of the aperture noise of the data: about 0.67 for unbiased photometry
+        # that is as noisy as the data (the median of |z| for a standard normal z).
+        metrics["|flux_error| / noise"] = metrics["|flux_error|"] / np.asarray(gal["flux_noise"])
         for band in dict.fromkeys(gal["band"]):
             metrics[f"|flux_error| {band}"] = np.abs(
                 np.asarray(gal["flux_error"][gal["band"] == band])
@@ -505,6 +517,9 @@ def _summary_table(
         if len(methods) > 1:
             # The galaxies every method found, so that methods are compared on the same ones.
             metrics["|flux_error| (found by all)"] = metrics["|flux_error|"][in_common]
+            metrics["|flux_error| / noise (found by all)"] = metrics["|flux_error| / noise"][
+                in_common
+            ]
             metrics["psnr (found by all)"] = metrics["psnr"][in_common]
         metrics["completeness"] = np.asarray(per_blend["completeness"])
         if method == "galdeblend":

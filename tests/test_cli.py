@@ -243,6 +243,8 @@ def test_config_file_sets_sampler_options(tiny_prior, sims, tmp_path):
                 "--batch-size",
                 "2",
                 "--fast",
+                "--amplitude-width",
+                "0.5",
                 "--out",
                 str(out),
                 "-q",
@@ -253,6 +255,7 @@ def test_config_file_sets_sampler_options(tiny_prior, sims, tmp_path):
     with fits.open(posterior_path(out, cutout)) as hdul:
         provenance = json.loads(hdul[0].header["PROVJSON"])
     assert provenance["steps"] == 2 and provenance["n_samples"] == 3 and provenance["fast"]
+    assert provenance["amplitude_width"] == 0.5
     check_posterior_file(posterior_path(out, cutout), cutout, n_samples=3)
 
 

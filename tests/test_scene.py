@@ -163,6 +163,7 @@ def test_deblend_with_gaussian_priors_is_the_exact_posterior():
             cg_iterations=20,
             batch_size=128,
             log_prob_steps=0,
+            amplitude_width=0.0,  # the sampler alone: no amplitude step
             progress=False,
         )
     # Exact posterior of the galaxy (prior units) from dense matrices.
@@ -199,6 +200,47 @@ def test_deblend_with_gaussian_priors_is_the_exact_posterior():
         )
     ).reshape(obs[0].shape)
     np.testing.assert_allclose(result.models[0], model.numpy(), rtol=1e-6, atol=1e-9)
+
+
+def test_amplitude_step_rescales_each_galaxy_band_and_keeps_the_sky():
+    """The same draws with and without the amplitude step: every galaxy plane of every
+    sample is the diffusion sample times one factor, the sky is unchanged, and the models
+    are rebuilt from the rescaled samples."""
+    obs = simulate_scene(("hsc",), seed=12, stamp_arcsec=2.0).observations()
+    frame = PriorFrame((5, 8, 8), 0.2, BANDS, 0.3)
+    galaxy = GaussianPrior(torch.zeros(5, 8, 8, dtype=torch.float64), 0.3, sigma_max=50.0)
+    sky = GaussianPrior(
+        torch.zeros(1, SKY_GRID, SKY_GRID, dtype=torch.float64), 1.0, sigma_max=50.0
+    )
+    priors = Priors({"galaxy": galaxy, "sky": sky}, frame)
+    centre = obs[0].wcs.celestial.pixel_to_world(obs[0].shape[2] / 2, obs[0].shape[1] / 2)
+    options = dict(
+        catalog=SkyCoord([centre.ra], [centre.dec]),
+        n_samples=6,
+        steps=4,
+        sampler="ddim",
+        log_prob_steps=0,
+        progress=False,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = deblend(obs, priors, amplitude_width=0.0, **options)
+        redrawn = deblend(obs, priors, **options)
+    assert redrawn.provenance["amplitude_width"] == 1.0
+    before, after = plain.galaxies[0].samples, redrawn.galaxies[0].samples
+    factor = after.sum(axis=(2, 3)) / before.sum(axis=(2, 3))  # (S, C)
+    np.testing.assert_allclose(after, before * factor[:, :, None, None], rtol=1e-6, atol=1e-9)
+    assert np.abs(factor - 1).max() > 1e-3
+    for a, b in zip(plain.instances[1:], redrawn.instances[1:]):
+        np.testing.assert_array_equal(a.samples, b.samples)
+    assert not np.allclose(plain.models[0], redrawn.models[0])
+    instances = place_instances(obs, frame, positions=options["catalog"])
+    problem = build_problem(obs, instances)
+    model = sum(
+        A.forward(torch.from_numpy(r.mean / i.scale.reshape(-1, 1, 1))[None])[0]
+        for r, i, A in zip(redrawn.instances, instances, problem.operators)
+    )
+    np.testing.assert_allclose(redrawn.models[0], model.reshape(obs[0].shape).numpy(), atol=1e-9)
 
 
 def test_detection_finds_the_edge_galaxy_of_the_real_example():

@@ -236,7 +236,9 @@ def test_exact_posterior_flux_scores_zero_error(runs):
     bands = ("g", "r", "i", "z", "y")
     scale = np.array([0.9, 1.1])[:, None, None, None]
     matches = {k: (scale * image[None], image) for k, image in enumerate(images)}
-    rows = _galaxy_rows("b", "m", truth.galaxies, images, bands, "hsc", matches, 0.168)
+    rows = _galaxy_rows(
+        "b", "m", truth.galaxies, images, bands, "hsc", matches, 0.168, 0 * images[0]
+    )
     for column in ("flux_error", "total_flux_error"):
         assert [r[column] for r in rows] == pytest.approx(np.zeros(len(rows)), abs=1e-9)
     assert all(r[f"{c}_{lv:g}"] for r in rows for c in ("inside", "total_inside") for lv in LEVELS)
@@ -252,11 +254,35 @@ def test_exact_posterior_flux_scores_zero_error(runs):
         estimate = core * (inside / core.sum())[:, None, None]
         cut[k] = (estimate[None], estimate)
         outside.append(1 - inside / image.sum(axis=(1, 2)))
-    rows = _galaxy_rows("b", "m", truth.galaxies, images, bands, "hsc", cut, 0.168)
+    rows = _galaxy_rows("b", "m", truth.galaxies, images, bands, "hsc", cut, 0.168, 0 * images[0])
     outside = np.concatenate(outside)
     assert [r["flux_error"] for r in rows] == pytest.approx(np.zeros(len(rows)), abs=1e-9)
     assert [r["total_flux_error"] for r in rows] == pytest.approx(-outside, abs=1e-9)
     assert outside.max() > 0.05  # some galaxy spills out of the aperture
+
+
+def test_flux_noise_is_the_scatter_of_aperture_photometry(runs):
+    """``flux_noise``: sqrt(variance x aperture area) over the true flux, which is the
+    standard deviation of aperture photometry on noise of that variance."""
+    from galdeblend.metrics import aperture_flux
+    from galdeblend.validate import APERTURE_ARCSEC, _galaxy_rows
+
+    simdir, _ = runs
+    truth = read_truth(simdir / "blend_0000_truth.fits")
+    images = truth.survey_galaxies["hsc"]
+    bands = ("g", "r", "i", "z", "y")
+    sigma = np.array([1.0, 2.0, 3.0, 4.0, 5.0])[:, None, None]
+    variance = np.broadcast_to(sigma**2, images.shape[1:])
+    matches = {k: (image[None], image) for k, image in enumerate(images)}
+    rows = _galaxy_rows("b", "m", truth.galaxies, images, bands, "hsc", matches, 0.168, variance)
+    radius = APERTURE_ARCSEC / 0.168
+    expected = [sigma[bands.index(r["band"]), 0, 0] * np.sqrt(np.pi) * radius for r in rows]
+    assert [r["flux_noise"] * r["true_flux"] for r in rows] == pytest.approx(expected)
+
+    xy = (truth.galaxies["x_hsc"][0], truth.galaxies["y_hsc"][0])
+    noise = np.random.default_rng(1).standard_normal((200, *images.shape[2:]))
+    scatter = np.std([aperture_flux(n, xy, radius)[0] for n in noise])
+    assert scatter == pytest.approx(np.sqrt(np.pi) * radius, rel=0.15)
 
 
 def test_rendered_posterior_fluxes_match_the_samples(runs):
@@ -298,7 +324,9 @@ def test_shape_errors_vanish_for_the_true_image(runs):
     images = truth.survey_galaxies["hsc"]
     matches = {k: (image[None], image) for k, image in enumerate(images)}
     bands = ("g", "r", "i", "z", "y")
-    rows = _galaxy_rows("b", "m", truth.galaxies, images, bands, "hsc", matches, 0.168)
+    rows = _galaxy_rows(
+        "b", "m", truth.galaxies, images, bands, "hsc", matches, 0.168, 0 * images[0]
+    )
     errors = np.array([[r["e1_error"], r["e2_error"], r["size_error"]] for r in rows])
     measured = np.isfinite(errors).all(axis=1)
     assert measured.mean() > 0.5  # hsm converges on most noiseless galaxies
@@ -336,6 +364,7 @@ def test_found_by_all_rows_compare_the_same_galaxies():
         for k in (0, 1):
             row = {"blend": "x", "method": method, "truth_id": k, "band": "i"}
             row["matched"] = k in errors
+            row["flux_noise"] = 0.1
             for c in ("flux_error", "total_flux_error", "psnr", "ssim"):
                 row[c] = errors.get(k, np.nan)
             row.update({c: 0.0 for c in ("e1_error", "e2_error", "size_error")})
@@ -349,5 +378,7 @@ def test_found_by_all_rows_compare_the_same_galaxies():
     value = {(r["method"], r["metric"]): (r["median"], r["count"]) for r in table}
     assert value[("a", "|flux_error|")] == (pytest.approx(0.3), 2)
     assert value[("a", "|flux_error| (found by all)")] == (pytest.approx(0.5), 1)
+    assert value[("a", "|flux_error| / noise")] == (pytest.approx(3.0), 2)
+    assert value[("b", "|flux_error| / noise (found by all)")] == (pytest.approx(3.0), 1)
     assert value[("b", "|flux_error| (found by all)")] == (pytest.approx(0.3), 1)
     assert value[("a", "psnr (found by all)")] == (pytest.approx(0.5), 1)
