@@ -6,7 +6,8 @@ variance) with two galaxy instances 0.6" apart and the sky instances of ``galdeb
 run``. For each of ``--fields`` draws, the galaxies and the sky are sampled from the priors
 themselves, pushed through the forward operators of the scene, and noise of the field's
 variance is added; the posterior is then sampled with the same priors and the sampler
-settings of ``galdeblend run``. The script prints the fraction of the true total fluxes
+settings of ``galdeblend run`` (its amplitude step included unless ``--amplitude-width
+0``). The script prints the fraction of the true total fluxes
 (per galaxy and band) and of the true galaxy pixels inside the central posterior intervals
 at several levels. An exact posterior sampler gives the nominal levels (within the
 binomial error printed beside them); the galsim validation (docs/validation.rst) adds on top
@@ -30,6 +31,7 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 
 from galdeblend.allocator import retain_freed_memory
+from galdeblend.amplitudes import redraw_amplitudes
 from galdeblend.diffusion.gaussian import GaussianPrior
 from galdeblend.engine import sample_posterior, sample_prior
 from galdeblend.metrics import coverage
@@ -58,6 +60,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=32, help="posterior sampler steps")
     parser.add_argument(
         "--cg-iterations", type=int, default=3, help="CG iterations (as galdeblend run)"
+    )
+    parser.add_argument(
+        "--amplitude-width",
+        type=float,
+        default=1.0,
+        help="amplitude step after sampling (as galdeblend run; 0: the sampler alone)",
     )
     parser.add_argument("--prior-steps", type=int, default=64, help="steps of the truth draws")
     parser.add_argument("--snr", type=float, default=10.0, help="galaxy peak in noise sigmas")
@@ -105,6 +113,22 @@ def main() -> None:
         seed=args.seed,
         progress=True,
     )
+    if args.amplitude_width > 0:
+        redraw = [i.kind == "galaxy" for i in instances]
+        generator = torch.Generator().manual_seed(args.seed)
+        fields = [
+            redraw_amplitudes(
+                [x[f] for x in samples],
+                problem.operators,
+                y[f].double(),
+                problem.noise_variance,
+                redraw,
+                width=args.amplitude_width,
+                generator=generator,
+            )
+            for f in range(args.fields)
+        ]
+        samples = [torch.stack([field[k] for field in fields]) for k in range(len(instances))]
     t_post = time.time() - start - t_truth
 
     galaxies = [k for k, i in enumerate(instances) if i.kind == "galaxy"]
@@ -120,7 +144,8 @@ def main() -> None:
     print(
         f"{args.fields} draws x {len(galaxies)} galaxies x {flux_true.shape[-1]} bands, "
         f"galaxy peak {args.snr:g} sigma, {args.samples} posterior samples, "
-        f"{args.steps} steps, {args.cg_iterations} CG iterations; "
+        f"{args.steps} steps, {args.cg_iterations} CG iterations, amplitude width "
+        f"{args.amplitude_width:g}; "
         f"truth {t_truth:.0f} s, posterior {t_post:.0f} s"
     )
     header = ("level", "flux coverage", "(binomial error if independent)", "pixel coverage")
