@@ -86,7 +86,7 @@ def redraw_amplitudes(
     out = [x_b.clone() for x_b in x]
     for s in range(len(x[0])):
         with torch.no_grad():
-            sky = sum(
+            r_s = sum(  # the sources kept as they are (the sky)
                 (operators[b].forward(x[b][s : s + 1])[0] for b in range(len(x)) if not redraw[b]),
                 torch.zeros_like(y),
             )
@@ -95,7 +95,7 @@ def redraw_amplitudes(
         observed = fisher.diagonal() > 0
         T, fisher = T[observed], fisher[observed][:, observed]
         precision = fisher + torch.eye(len(T), dtype=T.dtype) / width**2
-        rhs = (T * weight) @ (y - sky) + 1.0 / width**2
+        rhs = (T * weight) @ (y - r_s) + 1.0 / width**2
         L = torch.linalg.cholesky(precision)
         mean = torch.cholesky_solve(rhs[:, None], L)[:, 0]
         z = torch.randn(len(T), dtype=T.dtype, generator=generator)
