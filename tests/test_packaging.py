@@ -100,7 +100,9 @@ for name in names:
     try:
         importlib.import_module(name)
     except ImportError as error:
-        failed.append(f"{name}: {error}")
+        # an optional third-party package missing is fine; a galdeblend name is not
+        if (error.name or "").startswith("galdeblend") or "partially initialized" in str(error):
+            failed.append(f"{name}: {error}")
 print(len(names))
 print("\\n".join(failed))
 """
