@@ -14,6 +14,7 @@ import galdeblend
 from galdeblend.amplitudes import redraw_amplitudes
 from galdeblend.diffusion.logprob import log_prob as _log_prob
 from galdeblend.diffusion.prior import DiffusionPrior
+from galdeblend.errors import InputError
 from galdeblend.io.observation import Observation
 from galdeblend.posterior import sample_posterior
 from galdeblend.priors import Priors
@@ -80,6 +81,10 @@ def deblend(
     -------
     DeblendResult
     """
+    if not amplitude_width >= 0:
+        raise InputError(
+            f"amplitude_width must be >= 0 (0: no amplitude step), got {amplitude_width}"
+        )
     if not isinstance(priors, Priors):
         priors = Priors.load(priors)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

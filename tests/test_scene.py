@@ -227,6 +227,8 @@ def test_amplitude_step_rescales_each_galaxy_band_and_keeps_the_sky():
         plain = deblend(obs, priors, amplitude_width=0.0, **options)
         redrawn = deblend(obs, priors, **options)
     assert redrawn.provenance["amplitude_width"] == 1.0
+    with pytest.raises(InputError, match="amplitude_width must be >= 0"):
+        deblend(obs, priors, amplitude_width=-1.0, **options)
     before, after = plain.galaxies[0].samples, redrawn.galaxies[0].samples
     factor = after.sum(axis=(2, 3)) / before.sum(axis=(2, 3))  # (S, C)
     np.testing.assert_allclose(after, before * factor[:, :, None, None], rtol=1e-6, atol=1e-9)
