@@ -83,7 +83,7 @@ def redraw_amplitudes(
     chosen = [b for b, flag in enumerate(redraw) if flag]
     if not chosen:
         return x
-    out = [x_b.clone() for x_b in x]
+    out = [x_b.clone() if flag else x_b for x_b, flag in zip(x, redraw)]
     for s in range(len(x[0])):
         with torch.no_grad():
             r_s = sum(  # the sources kept as they are (the sky)
@@ -91,14 +91,15 @@ def redraw_amplitudes(
                 torch.zeros_like(y),
             )
             T = torch.cat([_templates(x[b][s], operators[b]) for b in chosen])  # (K, N)
-        fisher = (T * weight) @ T.T  # (K, K)
+        T_w = T * weight  # T Sigma^-1
+        fisher = T_w @ T.T  # (K, K)
         observed = fisher.diagonal() > 0
-        T, fisher = T[observed], fisher[observed][:, observed]
-        precision = fisher + torch.eye(len(T), dtype=T.dtype) / width**2
-        rhs = (T * weight) @ (y - r_s) + 1.0 / width**2
+        T_w, fisher = T_w[observed], fisher[observed][:, observed]
+        precision = fisher + torch.eye(len(T_w), dtype=T.dtype) / width**2
+        rhs = T_w @ (y - r_s) + 1.0 / width**2
         L = torch.linalg.cholesky(precision)
         mean = torch.cholesky_solve(rhs[:, None], L)[:, 0]
-        z = torch.randn(len(T), dtype=T.dtype, generator=generator)
+        z = torch.randn(len(T_w), dtype=T.dtype, generator=generator)
         # a = mean + L^-T z has covariance (L L^T)^-1 = precision^-1
         a = torch.ones(len(observed), dtype=T.dtype)
         a[observed] = mean + torch.linalg.solve_triangular(L.T, z[:, None], upper=True)[:, 0]

@@ -7,19 +7,14 @@ import pytest
 import torch
 
 from galdeblend.amplitudes import redraw_amplitudes
-from galdeblend.operators.base import LinearOperator
+from galdeblend.operators.base import Mask, Stack
 
 
-class Flatten(LinearOperator):
-    """``(B, C, H, W) -> (B, C H W)``, optionally zeroing some planes (unobserved bands)."""
-
-    def __init__(self, keep=None):
-        self.keep = keep
-
-    def forward(self, x):
-        if self.keep is not None:
-            x = x * torch.as_tensor(self.keep, dtype=x.dtype)[:, None, None]
-        return x.flatten(1)
+def flatten(keep=(1.0, 1.0)) -> Stack:
+    """``(B, 2, 12, 12) -> (B, 288)``, plane ``c`` times ``keep[c]`` (0: an unobserved band)."""
+    shape = (2, 12, 12)
+    mask = Mask(torch.tensor(keep, dtype=torch.float64)[:, None, None])
+    return Stack([mask], [shape], shape)
 
 
 def scene(n_samples: int, seed: int = 0):
@@ -52,7 +47,7 @@ def test_amplitudes_follow_the_gaussian_conditional(width):
     galaxy, sky, y, variance, shape = scene(4000)
     out = redraw_amplitudes(
         [galaxy, sky],
-        [Flatten(), Flatten()],
+        [flatten(), flatten()],
         y,
         variance,
         [True, False],
@@ -74,7 +69,7 @@ def test_amplitudes_follow_the_gaussian_conditional(width):
 def test_unobserved_plane_keeps_its_amplitude():
     galaxy, sky, y, variance, _ = scene(50)
     out = redraw_amplitudes(
-        [galaxy, sky], [Flatten([1.0, 0.0]), Flatten()], y, variance, [True, False]
+        [galaxy, sky], [flatten((1.0, 0.0)), flatten()], y, variance, [True, False]
     )
     assert torch.equal(out[0][:, 1], galaxy[:, 1])
     assert not torch.equal(out[0][:, 0], galaxy[:, 0])
@@ -83,4 +78,4 @@ def test_unobserved_plane_keeps_its_amplitude():
 def test_width_must_be_positive():
     galaxy, sky, y, variance, _ = scene(2)
     with pytest.raises(ValueError, match="width"):
-        redraw_amplitudes([galaxy], [Flatten()], y, variance, [True], width=0.0)
+        redraw_amplitudes([galaxy], [flatten()], y, variance, [True], width=0.0)

@@ -134,9 +134,10 @@ def test_fields_and_catalogs(tmp_path):
         catalog_positions(str(tmp_path / "missing.ecsv"))
 
 
-def test_deblend_with_gaussian_priors_is_the_exact_posterior():
-    """With Gaussian priors the whole pipeline must return the linear-Gaussian posterior."""
-    obs = simulate_scene(("hsc",), seed=12, stamp_arcsec=2.0).observations()  # 12 x 12 pixels
+def gaussian_field():
+    """A 12 x 12 pixel HSC field, Gaussian galaxy and sky priors, one galaxy at the centre:
+    ``(observations, priors, catalog)``."""
+    obs = simulate_scene(("hsc",), seed=12, stamp_arcsec=2.0).observations()
     frame = PriorFrame((5, 8, 8), 0.2, BANDS, 0.3)
     g = torch.Generator().manual_seed(3)
     galaxy = GaussianPrior(
@@ -148,9 +149,14 @@ def test_deblend_with_gaussian_priors_is_the_exact_posterior():
     sky = GaussianPrior(
         torch.zeros(1, SKY_GRID, SKY_GRID, dtype=torch.float64), 1.0, sigma_max=50.0
     )
-    priors = Priors({"galaxy": galaxy, "sky": sky}, frame)
     centre = obs[0].wcs.celestial.pixel_to_world(obs[0].shape[2] / 2, obs[0].shape[1] / 2)
-    catalog = SkyCoord([centre.ra], [centre.dec])
+    return obs, Priors({"galaxy": galaxy, "sky": sky}, frame), SkyCoord([centre.ra], [centre.dec])
+
+
+def test_deblend_with_gaussian_priors_is_the_exact_posterior():
+    """With Gaussian priors the whole pipeline must return the linear-Gaussian posterior."""
+    obs, priors, catalog = gaussian_field()
+    frame, galaxy, sky = priors.galaxy_frame, priors["galaxy"], priors["sky"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = deblend(
@@ -206,16 +212,9 @@ def test_amplitude_step_rescales_each_galaxy_band_and_keeps_the_sky():
     """The same draws with and without the amplitude step: every galaxy plane of every
     sample is the diffusion sample times one factor, the sky is unchanged, and the models
     are rebuilt from the rescaled samples."""
-    obs = simulate_scene(("hsc",), seed=12, stamp_arcsec=2.0).observations()
-    frame = PriorFrame((5, 8, 8), 0.2, BANDS, 0.3)
-    galaxy = GaussianPrior(torch.zeros(5, 8, 8, dtype=torch.float64), 0.3, sigma_max=50.0)
-    sky = GaussianPrior(
-        torch.zeros(1, SKY_GRID, SKY_GRID, dtype=torch.float64), 1.0, sigma_max=50.0
-    )
-    priors = Priors({"galaxy": galaxy, "sky": sky}, frame)
-    centre = obs[0].wcs.celestial.pixel_to_world(obs[0].shape[2] / 2, obs[0].shape[1] / 2)
+    obs, priors, catalog = gaussian_field()
     options = dict(
-        catalog=SkyCoord([centre.ra], [centre.dec]),
+        catalog=catalog,
         n_samples=6,
         steps=4,
         sampler="ddim",
@@ -236,7 +235,7 @@ def test_amplitude_step_rescales_each_galaxy_band_and_keeps_the_sky():
     for a, b in zip(plain.instances[1:], redrawn.instances[1:]):
         np.testing.assert_array_equal(a.samples, b.samples)
     assert not np.allclose(plain.models[0], redrawn.models[0])
-    instances = place_instances(obs, frame, positions=options["catalog"])
+    instances = place_instances(obs, priors.galaxy_frame, positions=catalog)
     problem = build_problem(obs, instances)
     model = sum(
         A.forward(torch.from_numpy(r.mean / i.scale.reshape(-1, 1, 1))[None])[0]
