@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
+from scipy import ndimage
 from torch import Tensor
 
 from galdeblend.background import plane_background
@@ -165,13 +166,62 @@ def _noise_sigma(obs: Observation) -> np.ndarray:
     return np.array([np.sqrt(np.median(v[~m])) for v, m in zip(obs.variance, obs.mask)])
 
 
+def _psf_fwhm_pix(obs: Observation) -> float:
+    """FWHM in pixels of the Gaussian with the PSF's peak, median over bands (3 without PSF)."""
+    if obs.psf is None:
+        return 3.0
+    peak = obs.psf.max(axis=(1, 2))
+    return float(np.clip(np.median(np.sqrt(4 * np.log(2) / np.pi / peak)), 1.5, 15))
+
+
+def _merge_faint_peaks(smooth: np.ndarray, labels: np.ndarray, min_prominence: float) -> np.ndarray:
+    """Segments whose peak rises less than ``min_prominence`` above their highest saddle
+    point with a touching segment are merged into that segment, lowest prominence first.
+
+    ``smooth`` (H, W) is the detection map, ``labels`` (H, W) its segmentation (0 =
+    background); the saddle of two touching segments is the highest ``min`` of the map over
+    pairs of 4-connected pixels, one in each. Returns the merged labels (H, W).
+    """
+    saddles: dict[int, dict[int, float]] = {}
+    for a, b, va, vb in (
+        (labels[:, :-1], labels[:, 1:], smooth[:, :-1], smooth[:, 1:]),
+        (labels[:-1], labels[1:], smooth[:-1], smooth[1:]),
+    ):
+        touch = (a != b) & (a > 0) & (b > 0)
+        for la, lb, level in zip(a[touch], b[touch], np.minimum(va, vb)[touch]):
+            for p, q in ((int(la), int(lb)), (int(lb), int(la))):
+                saddles.setdefault(p, {})[q] = max(saddles.get(p, {}).get(q, -np.inf), level)
+    if not saddles:
+        return labels
+    index = np.arange(labels.max() + 1)
+    peak = dict(zip(index, ndimage.maximum(smooth, labels, index)))
+    merged = labels.copy()
+    while True:
+        prominence = {
+            p: (peak[p] - max(nb.values()), max(nb, key=nb.get)) for p, nb in saddles.items() if nb
+        }
+        if not prominence:
+            return merged
+        p, (rise, q) = min(prominence.items(), key=lambda item: item[1][0])
+        if rise >= min_prominence:
+            return merged
+        merged[merged == p] = q
+        peak[q] = max(peak[q], peak[p])
+        for r, level in saddles.pop(p).items():
+            del saddles[r][p]
+            if r != q:
+                saddles[q][r] = saddles[r][q] = max(saddles[q].get(r, -np.inf), level)
+
+
 def detect_sources(
     observations: Sequence[Observation],
     *,
     nsigma: float = 3.0,
     npixels: int = 8,
     contrast: float = 0.05,
+    min_prominence: float = 2.0,
     min_snr: float = 5.0,
+    min_smoothing: float = 0.15,
     min_separation: float = 0.4,
     max_sources: int = 8,
 ) -> SkyCoord:
@@ -179,31 +229,40 @@ def detect_sources(
 
     Each observation gives an inverse-variance weighted band sum in units of its noise,
     less its residual background (:func:`galdeblend.background.plane_background`), smoothed
-    by a Gaussian of the PSF's size; :func:`photutils.segmentation.detect_sources` (at
-    ``nsigma`` times the smoothed map's noise, from its median absolute deviation) and
-    :func:`~photutils.segmentation.deblend_sources` (``contrast``) find the peaks. Segments
-    whose summed signal-to-noise is below ``min_snr`` are dropped; the centroids of the
-    rest are merged across observations (closer than ``min_separation`` arcsec: kept once,
-    coarsest observation first). The ``max_sources`` of highest signal-to-noise are kept.
+    by a Gaussian of the PSF's FWHM, at least ``min_smoothing`` arcsec (at the scale of a
+    faint galaxy rather than of a sharp PSF, so noise in a galaxy's outskirts does not make
+    peaks); :func:`photutils.segmentation.detect_sources` (at ``nsigma`` times the smoothed
+    map's noise, from its median absolute deviation) and
+    :func:`~photutils.segmentation.deblend_sources` (``contrast``) find the peaks, and a peak
+    rising less than ``min_prominence`` times that noise above its saddle with a neighbour
+    is merged into it. Segments whose summed signal-to-noise is below ``min_snr`` are
+    dropped. The observations are taken sharpest PSF first; a centroid is kept when it is
+    ``min_separation`` arcsec or more from every kept one and, when it comes from a
+    coarser observation, at least that observation's PSF FWHM from the sharper
+    observations' (which resolve what it sees as one). The ``max_sources`` of highest
+    signal-to-noise are kept.
     """
     from astropy.convolution import convolve
     from astropy.stats import mad_std
-    from photutils.segmentation import SourceCatalog, deblend_sources, make_2dgaussian_kernel
+    from photutils.segmentation import (
+        SegmentationImage,
+        SourceCatalog,
+        deblend_sources,
+        make_2dgaussian_kernel,
+    )
     from photutils.segmentation import detect_sources as _detect
     from photutils.utils.exceptions import NoDetectionsWarning
 
     found: list[tuple[float, SkyCoord]] = []
-    order = sorted(range(len(observations)), key=lambda i: -observations[i].pixel_scale)
-    for i in order:
+    fwhm_arcsec = [_psf_fwhm_pix(o) * o.pixel_scale for o in observations]
+    for i in sorted(range(len(observations)), key=lambda i: fwhm_arcsec[i]):
         obs = observations[i]
+        sharper = list(found)
         w = obs.weight
         covered = w.sum(0) > 0
         snr = (w * obs.data).sum(0) / np.sqrt(w.sum(0).clip(1e-30))
-        snr = snr - plane_background(snr, mask=~covered)
-        fwhm_pix = 3.0
-        if obs.psf is not None:
-            peak = obs.psf.max(axis=(1, 2))
-            fwhm_pix = float(np.clip(np.median(np.sqrt(4 * np.log(2) / np.pi / peak)), 1.5, 15))
+        snr = np.where(covered, snr - plane_background(snr, mask=~covered), 0.0)
+        fwhm_pix = max(_psf_fwhm_pix(obs), min_smoothing / obs.pixel_scale)
         size = int(2 * np.ceil(2 * fwhm_pix) + 1)
         kernel = make_2dgaussian_kernel(fwhm_pix, size=size)
         smooth = convolve(snr, kernel, normalize_kernel=True)
@@ -218,13 +277,16 @@ def detect_sources(
         segm = deblend_sources(
             smooth, segm, n_pixels=npixels, contrast=contrast, progress_bar=False
         )
+        segm = SegmentationImage(_merge_faint_peaks(smooth / noise, segm.data, min_prominence))
         cat = SourceCatalog(smooth, segm)
         for label, x, y, flux in zip(cat.label, cat.x_centroid, cat.y_centroid, cat.segment_flux):
             pixels = segm.data == label
             if snr[pixels].sum() / np.sqrt(pixels.sum()) < min_snr:
                 continue
             pos = obs.wcs.celestial.pixel_to_world(x, y)
-            if all(pos.separation(p).arcsec >= min_separation for _, p in found):
+            if all(pos.separation(p).arcsec >= min_separation for _, p in found) and all(
+                pos.separation(p).arcsec >= fwhm_arcsec[i] for _, p in sharper
+            ):
                 found.append((float(flux), pos))
     found.sort(key=lambda t: -t[0])
     coords = [p for _, p in found[:max_sources]]

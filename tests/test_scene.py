@@ -7,17 +7,21 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
 from galdeblend.deblend import deblend
 from galdeblend.engine import GaussianPrior
 from galdeblend.errors import InputError
+from galdeblend.frames import _tan_wcs, gaussian_psf
 from galdeblend.io import read_cutouts
+from galdeblend.io.observation import Observation
 from galdeblend.priors import Priors
 from galdeblend.scene import (
     SKY_GRID,
     PriorFrame,
+    _merge_faint_peaks,
     build_problem,
     catalog_positions,
     detect_sources,
@@ -80,8 +84,94 @@ def test_detection_completeness_and_purity_on_simulated_fields():
             else:
                 n_false += 1
         n_found += len(matched)
-    assert n_found / n_true > 0.7
-    assert n_false / (n_found + n_false) < 0.1
+    # The coarse-survey-first detector of earlier versions found 37 of these 47 with 4
+    # unmatched detections; sharpest first with a 0.15" smoothing floor finds 40 with none.
+    assert n_found / n_true > 0.8
+    assert n_false / (n_found + n_false) < 0.05
+
+
+def _pair_observation(pixel_scale, psf_fwhm, band, offsets, sigma_galaxy, peak_snr, seed):
+    """One-band observation of round Gaussian galaxies at ``offsets`` (arcsec east, north
+    of a fixed centre), each of intrinsic sigma ``sigma_galaxy`` arcsec, seen through a
+    Gaussian PSF, with unit-variance noise and a peak signal-to-noise of ``peak_snr``."""
+    side = int(round(6.0 / pixel_scale)) | 1
+    centre = SkyCoord(150.0, 2.0, unit="deg")
+    wcs = _tan_wcs(centre, pixel_scale, (side, side))
+    sigma = np.hypot(sigma_galaxy, psf_fwhm / np.sqrt(8 * np.log(2)))
+    yy, xx = (np.mgrid[:side, :side] - (side - 1) / 2) * pixel_scale
+    image = sum(
+        np.exp(-((-xx - east) ** 2 + (yy - north) ** 2) / (2 * sigma**2)) for east, north in offsets
+    )
+    noise = np.random.default_rng(seed).normal(size=(1, side, side))
+    return Observation(
+        peak_snr * image[None] + noise,
+        np.ones((1, side, side)),
+        np.zeros((1, side, side), bool),
+        gaussian_psf(psf_fwhm, pixel_scale)[None],
+        wcs,
+        (band,),
+    )
+
+
+def test_detection_resolves_a_pair_the_coarse_survey_sees_as_one():
+    """Two galaxies 0.6" apart: through the 0.7" HSC-like PSF they make one peak (the
+    separation is below twice the blurred sigma of 0.33"), through the 0.1" HST-like PSF two.
+    Both are found, each within 0.05" of its position, and the coarse view adds no third
+    source between them (coarsest-first merging found only one, between the two)."""
+    offsets = [(-0.3, 0.0), (0.3, 0.0)]
+    coarse = _pair_observation(0.168, 0.7, "i", offsets, 0.15, 60.0, seed=1)
+    sharp = _pair_observation(0.03, 0.1, "F814W", offsets, 0.15, 20.0, seed=2)
+    assert len(detect_sources([coarse])) == 1
+    found = detect_sources([coarse, sharp])
+    truth = SkyCoord(150.0, 2.0, unit="deg").spherical_offsets_by(
+        [-0.3, 0.3] * u.arcsec, [0.0, 0.0] * u.arcsec
+    )
+    assert len(found) == 2
+    for position in truth:
+        assert found.separation(position).arcsec.min() < 0.05
+
+
+def test_detection_ignores_masked_edges_under_a_background_gradient():
+    """A blank HST-like field whose residual background falls from +2 to -2 noise sigma
+    across it, with its last 30 columns masked (off the detector): nothing is detected. The
+    background plane, extrapolated over the masked columns and subtracted there too, left
+    them at +1.4 to +2 sigma in the detection map, which found a source in them (on
+    simulated HST cutouts, in masked edge strips)."""
+    side = 200
+    rng = np.random.default_rng(3)
+    gradient = np.linspace(2.0, -2.0, side)[None, None, :]
+    mask = np.zeros((1, side, side), bool)
+    mask[..., -30:] = True
+    data = np.where(mask, 0.0, gradient + rng.normal(size=(1, side, side)))
+    wcs = _tan_wcs(SkyCoord(150.0, 2.0, unit="deg"), 0.03, (side, side))
+    obs = Observation(
+        data, np.ones_like(data), mask, gaussian_psf(0.1, 0.03)[None], wcs, ("F814W",)
+    )
+    assert len(detect_sources([obs])) == 0
+
+
+def test_faint_peaks_merge_into_their_neighbour_by_prominence():
+    """Three touching segments along a line; the map's profile gives each peak's rise
+    above its highest saddle (closed form). Segments rising less than the threshold are
+    merged into the neighbour across that saddle, lowest rise first."""
+    x = np.arange(60.0)
+    profile = (
+        10 * np.exp(-((x - 10) ** 2) / 18)
+        + 7 * np.exp(-((x - 30) ** 2) / 18)
+        + 9 * np.exp(-((x - 50) ** 2) / 18)
+    )
+    smooth = np.tile(profile, (5, 1))
+    labels = np.tile(np.where(x < 20, 1, np.where(x < 40, 2, 3)), (5, 1))
+    saddle_12, saddle_23 = profile[19:21].min(), profile[39:41].min()
+    rise_2 = profile[30] - max(saddle_12, saddle_23)
+    rise_3 = profile[50] - saddle_23
+    assert rise_2 < rise_3
+    np.testing.assert_array_equal(_merge_faint_peaks(smooth, labels, 0.99 * rise_2), labels)
+    merged = _merge_faint_peaks(smooth, labels, 1.01 * rise_2)
+    into = 1 if saddle_12 > saddle_23 else 3
+    np.testing.assert_array_equal(merged, np.where(labels == 2, into, labels))
+    # Segment 3's rise above the saddle it now shares with the merged segment is unchanged.
+    np.testing.assert_array_equal(np.unique(_merge_faint_peaks(smooth, labels, 1.01 * rise_3)), [1])
 
 
 def test_problem_operators_are_adjoint_and_scaled(blend):
