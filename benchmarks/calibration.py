@@ -2,7 +2,8 @@
 
 Simulation-based calibration of the posterior sampler alone. The geometry is a simulated
 HSC (g, r, i, z, y) + HST F814W blank field (its pixel grids, PSFs, masks and noise
-variance) with two galaxy instances 0.6" apart and the sky instances of ``galdeblend
+variance) with ``--galaxies`` galaxy instances on the corners of a regular polygon of side
+``--separation`` (default: two galaxies 0.6" apart) and the sky instances of ``galdeblend
 run``. For each of ``--fields`` draws, the galaxies and the sky are sampled from the priors
 themselves, pushed through the forward operators of the scene, and noise of the field's
 variance is added; the posterior is then sampled with the same priors and the sampler
@@ -17,6 +18,7 @@ Usage::
 
     python benchmarks/calibration.py                        # shipped priors
     python benchmarks/calibration.py --prior DIR --samples 32 --steps 64
+    python benchmarks/calibration.py --galaxies 4 --separation 0.6   # a crowded blend
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import time
 import numpy as np
 import torch
 from astropy import units as u
-from astropy.coordinates import SkyCoord
 
 from galdeblend.allocator import retain_freed_memory
 from galdeblend.amplitudes import redraw_amplitudes
@@ -69,6 +70,10 @@ def main() -> None:
     )
     parser.add_argument("--prior-steps", type=int, default=64, help="steps of the truth draws")
     parser.add_argument("--snr", type=float, default=10.0, help="galaxy peak in noise sigmas")
+    parser.add_argument("--galaxies", type=int, default=2, help="galaxy instances")
+    parser.add_argument(
+        "--separation", type=float, default=0.6, help="distance of neighbours, arcsec"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
@@ -80,7 +85,11 @@ def main() -> None:
     center = observations[0].wcs.celestial.pixel_to_world(
         *(np.array(observations[0].shape[:0:-1]) - 1) / 2
     )
-    positions = SkyCoord([center, center.spherical_offsets_by(0.6 * u.arcsec, 0 * u.arcsec)])
+    # Walk the polygon's sides from the centre: the first neighbour lies east of it.
+    turns = 2 * np.pi * np.arange(args.galaxies - 1) / args.galaxies
+    steps = args.separation * np.stack([np.cos(turns), np.sin(turns)], 1)
+    corners = np.concatenate([np.zeros((1, 2)), np.cumsum(steps, 0)])
+    positions = center.spherical_offsets_by(corners[:, 0] * u.arcsec, corners[:, 1] * u.arcsec)
     instances = place_instances(
         observations, priors.galaxy_frame, positions=positions, sky_grid=priors["sky"].shape[-1]
     )
