@@ -102,7 +102,16 @@ def _load_config(path: str | None) -> dict:
         raise InputError(f"{path}: cannot read the configuration ({err})") from err
     if not isinstance(config, dict):
         raise InputError(f"{path}: the configuration must be a mapping of settings")
-    known = SAMPLER_KEYS | {"samples", "em"}
+    for key in ("em", "detection"):
+        if not isinstance(config.get(key, {}), dict):
+            raise InputError(f"{path}: '{key}' must be a mapping of options")
+    from galdeblend.scene import detection_options
+
+    try:
+        detection_options(config.get("detection", {}))
+    except InputError as err:
+        raise InputError(f"{path}: {err}") from err
+    known = SAMPLER_KEYS | {"samples", "em", "detection"}
     unknown = set(config) - known
     if unknown:
         raise InputError(f"{path}: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -189,6 +198,7 @@ def cmd_run(args) -> int:
                 seed=args.seed + k,
                 device=args.device,
                 fast=args.fast,
+                detection=config.get("detection"),
                 progress=not args.quiet,
                 **sampler,
             )

@@ -19,7 +19,13 @@ from galdeblend.io.observation import Observation
 from galdeblend.posterior import sample_posterior
 from galdeblend.priors import Priors
 from galdeblend.results import DeblendResult, InstanceResult
-from galdeblend.scene import build_problem, catalog_positions, in_footprint, place_instances
+from galdeblend.scene import (
+    build_problem,
+    catalog_positions,
+    detection_options,
+    in_footprint,
+    place_instances,
+)
 
 __all__ = ["deblend"]
 
@@ -41,6 +47,7 @@ def deblend(
     device: str | torch.device | None = None,
     fast: bool = False,
     amplitude_width: float = 1.0,
+    detection: dict | None = None,
     progress: bool = True,
 ) -> DeblendResult:
     """Posterior samples of every galaxy and of the sky in one field.
@@ -75,6 +82,9 @@ def deblend(
         its sampled shape (:mod:`galdeblend.amplitudes`), with a Gaussian prior of this
         width around the sampled amplitude; ``inf`` for a flat prior, 0 to keep the
         diffusion samples as they are.
+    detection : dict, optional
+        Options of :func:`galdeblend.scene.detect_sources` (``max_sources``,
+        ``min_smoothing``, ``min_prominence``, ...), used when no ``catalog`` is given.
     progress : bool
 
     Returns
@@ -85,6 +95,7 @@ def deblend(
         raise InputError(
             f"amplitude_width must be >= 0 (0: no amplitude step), got {amplitude_width}"
         )
+    detection = detection_options(detection or {})
     if not isinstance(priors, Priors):
         priors = Priors.load(priors)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -99,7 +110,11 @@ def deblend(
             seen |= in_footprint(positions, obs)
         positions = positions[seen]
     instances = place_instances(
-        observations, priors.galaxy_frame, positions=positions, sky_grid=priors["sky"].shape[-1]
+        observations,
+        priors.galaxy_frame,
+        positions=positions,
+        sky_grid=priors["sky"].shape[-1],
+        **detection,
     )
     problem = build_problem(observations, instances)
     inst_priors = [priors[inst.kind].to(device) for inst in instances]
@@ -161,6 +176,7 @@ def deblend(
         "seed": seed,
         "fast": fast,
         "amplitude_width": amplitude_width,
+        "detection": "catalog" if catalog is not None else detection,
         "inputs": [o.source for o in observations],
     }
     return DeblendResult(observations, results, models, provenance)

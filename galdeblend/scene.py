@@ -20,6 +20,7 @@ works on ``x_b`` of order unity, the sky holds ``scale * x_b``
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from scipy import ndimage
 from torch import Tensor
 
 from galdeblend.background import plane_background
-from galdeblend.errors import InputError
+from galdeblend.errors import GaldeblendWarning, InputError
 from galdeblend.frames import Frame, _tan_wcs, gaussian_psf, observation_operator
 from galdeblend.io.observation import Observation
 from galdeblend.operators.astro import SelectBands
@@ -43,6 +44,7 @@ __all__ = [
     "Instance",
     "Problem",
     "detect_sources",
+    "detection_options",
     "catalog_positions",
     "place_instances",
     "build_problem",
@@ -289,10 +291,33 @@ def detect_sources(
             ):
                 found.append((float(flux), pos))
     found.sort(key=lambda t: -t[0])
+    if len(found) > max_sources:
+        warnings.warn(
+            f"detection found {len(found)} sources and keeps the {max_sources} of highest "
+            "signal; raise max_sources (the 'detection' settings) or give a catalog to keep more",
+            GaldeblendWarning,
+            stacklevel=2,
+        )
     coords = [p for _, p in found[:max_sources]]
     if not coords:
         return SkyCoord([], [], unit="deg")
     return SkyCoord([c.ra for c in coords], [c.dec for c in coords])
+
+
+def detection_options(options: dict) -> dict:
+    """``options`` checked against the keyword options of :func:`detect_sources`.
+
+    Raises :class:`~galdeblend.errors.InputError` naming any unknown option.
+    """
+    known = {
+        name
+        for name, p in inspect.signature(detect_sources).parameters.items()
+        if p.kind is p.KEYWORD_ONLY
+    }
+    unknown = set(options) - known
+    if unknown:
+        raise InputError(f"detection: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
+    return dict(options)
 
 
 def catalog_positions(catalog: Table | str) -> SkyCoord:

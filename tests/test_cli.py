@@ -27,7 +27,7 @@ from safetensors.numpy import load_file
 import galdeblend
 from galdeblend.cli import main
 from galdeblend.errors import InputError
-from galdeblend.io import read_cutouts
+from galdeblend.io import read_cutouts, read_posterior
 from galdeblend.learn import new_priors
 from galdeblend.priors import default_priors_path
 from galdeblend.scene import PriorFrame
@@ -228,7 +228,7 @@ def test_corrupt_fits_fails_alone(tiny_prior, sims, tmp_path, capsys):
 
 def test_config_file_sets_sampler_options(tiny_prior, sims, tmp_path):
     config = tmp_path / "cfg.yaml"
-    config.write_text("steps: 2\nsamples: 3\n")
+    config.write_text("steps: 2\nsamples: 3\ndetection:\n  max_sources: 0\n")
     out = tmp_path / "out"
     cutout = sims["blend"][2]
     assert (
@@ -256,12 +256,22 @@ def test_config_file_sets_sampler_options(tiny_prior, sims, tmp_path):
         provenance = json.loads(hdul[0].header["PROVJSON"])
     assert provenance["steps"] == 2 and provenance["n_samples"] == 3 and provenance["fast"]
     assert provenance["amplitude_width"] == 0.5
-    check_posterior_file(posterior_path(out, cutout), cutout, n_samples=3)
+    # The detection settings reach detect_sources: this blend has one galaxy detected by
+    # default (the other tests), none with max_sources 0.
+    assert provenance["detection"] == {"max_sources": 0}
+    result = read_posterior(posterior_path(out, cutout))
+    assert len(result.galaxies) == 0
+    assert {s.kind for s in result.instances} == {"sky"}
+    assert all(s.samples.shape[0] == 3 for s in result.instances)
 
 
-def test_config_file_unknown_key_is_named(tiny_prior, sims, tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [("steps: 2\nstepz: 4\n", "stepz"), ("detection:\n  max_source: 3\n", "max_source")],
+)
+def test_config_file_unknown_key_is_named(tiny_prior, sims, tmp_path, capsys, text, named):
     config = tmp_path / "cfg.yaml"
-    config.write_text("steps: 2\nstepz: 4\n")
+    config.write_text(text)
     out = tmp_path / "out"
     assert (
         main(
@@ -280,7 +290,7 @@ def test_config_file_unknown_key_is_named(tiny_prior, sims, tmp_path, capsys):
         != 0
     )
     err = capsys.readouterr().err
-    assert "stepz" in err and str(config) in err
+    assert named in err and str(config) in err
     assert not out.exists()
 
 

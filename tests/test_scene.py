@@ -13,7 +13,7 @@ from astropy.table import Table
 
 from galdeblend.deblend import deblend
 from galdeblend.engine import GaussianPrior
-from galdeblend.errors import InputError
+from galdeblend.errors import GaldeblendWarning, InputError
 from galdeblend.frames import _tan_wcs, gaussian_psf
 from galdeblend.io import read_cutouts
 from galdeblend.io.observation import Observation
@@ -25,6 +25,7 @@ from galdeblend.scene import (
     build_problem,
     catalog_positions,
     detect_sources,
+    detection_options,
     group_fields,
     in_footprint,
     place_instances,
@@ -129,6 +130,19 @@ def test_detection_resolves_a_pair_the_coarse_survey_sees_as_one():
     assert len(found) == 2
     for position in truth:
         assert found.separation(position).arcsec.min() < 0.05
+
+
+def test_detection_warns_when_it_keeps_fewer_than_it_found():
+    offsets = [(-0.3, 0.0), (0.3, 0.0)]
+    sharp = _pair_observation(0.03, 0.1, "F814W", offsets, 0.15, 20.0, seed=2)
+    with pytest.warns(GaldeblendWarning, match="found 2 sources and keeps the 1"):
+        assert len(detect_sources([sharp], max_sources=1)) == 1
+
+
+def test_detection_options_are_checked_by_name():
+    assert detection_options({"max_sources": 12}) == {"max_sources": 12}
+    with pytest.raises(InputError, match="max_source'"):
+        detection_options({"max_source": 12})
 
 
 def test_detection_ignores_masked_edges_under_a_background_gradient():
