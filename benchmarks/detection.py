@@ -15,6 +15,7 @@ detections, and the distance of each unmatched detection to its nearest true gal
 from __future__ import annotations
 
 import argparse
+import json
 import time
 import warnings
 from collections.abc import Iterator
@@ -74,12 +75,14 @@ def _simulated_fields(args: argparse.Namespace) -> Iterator[tuple[list[Observati
 
 
 def _simdir_fields(simdirs: list[Path]) -> Iterator[tuple[list[Observation], SkyCoord]]:
-    """The blends of ``galdeblend simulate`` folders: all cutouts of a blend, its truth."""
+    """The blends of ``galdeblend simulate`` folders (their ``manifest.json``): all cutouts
+    of a blend, its true galaxy positions."""
     for simdir in simdirs:
-        for truth_file in sorted(simdir.glob("*_truth.fits")):
-            stem = truth_file.name[: -len("_truth.fits")]
-            cutouts = sorted(str(p) for p in simdir.glob(f"{stem}_*.fits") if p != truth_file)
-            galaxies = read_truth(truth_file).galaxies
+        for scene in json.loads((simdir / "manifest.json").read_text())["scenes"]:
+            if scene["kind"] != "blend":
+                continue
+            cutouts = [str(simdir / name) for name in scene["cutouts"].values()]
+            galaxies = read_truth(simdir / scene["truth"]).galaxies
             yield read_cutouts(cutouts), SkyCoord(galaxies["ra"], galaxies["dec"], unit="deg")
 
 

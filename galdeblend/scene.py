@@ -192,7 +192,8 @@ def _merge_faint_peaks(smooth: np.ndarray, labels: np.ndarray, min_prominence: f
         touch = (a != b) & (a > 0) & (b > 0)
         for la, lb, level in zip(a[touch], b[touch], np.minimum(va, vb)[touch]):
             for p, q in ((int(la), int(lb)), (int(lb), int(la))):
-                saddles.setdefault(p, {})[q] = max(saddles.get(p, {}).get(q, -np.inf), level)
+                touching = saddles.setdefault(p, {})
+                touching[q] = max(touching.get(q, -np.inf), level)
     if not saddles:
         return labels
     index = np.arange(labels.max() + 1)
@@ -256,7 +257,8 @@ def detect_sources(
     from photutils.utils.exceptions import NoDetectionsWarning
 
     found: list[tuple[float, SkyCoord]] = []
-    fwhm_arcsec = [_psf_fwhm_pix(o) * o.pixel_scale for o in observations]
+    psf_fwhm_pix = [_psf_fwhm_pix(o) for o in observations]
+    fwhm_arcsec = [f * o.pixel_scale for f, o in zip(psf_fwhm_pix, observations)]
     for i in sorted(range(len(observations)), key=lambda i: fwhm_arcsec[i]):
         obs = observations[i]
         sharper = list(found)
@@ -264,7 +266,7 @@ def detect_sources(
         covered = w.sum(0) > 0
         snr = (w * obs.data).sum(0) / np.sqrt(w.sum(0).clip(1e-30))
         snr = np.where(covered, snr - plane_background(snr, mask=~covered), 0.0)
-        fwhm_pix = max(_psf_fwhm_pix(obs), min_smoothing / obs.pixel_scale)
+        fwhm_pix = max(psf_fwhm_pix[i], min_smoothing / obs.pixel_scale)
         size = int(2 * np.ceil(2 * fwhm_pix) + 1)
         kernel = make_2dgaussian_kernel(fwhm_pix, size=size)
         smooth = convolve(snr, kernel, normalize_kernel=True)
