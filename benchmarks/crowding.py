@@ -4,11 +4,10 @@ For the blends of a folder written by ``galdeblend simulate`` (HSC + HST cutouts
 files), prints
 
 1. the flux scale of every detected galaxy matched to a true one within 0.4"
-   (:func:`galdeblend.scene.place_instances`), as a ratio to the same rule applied to the
-   data with the other galaxies' true images subtracted, per band, median and 84th
-   percentile over the galaxies of blends of one or two and of three or more galaxies: with
-   the neighbours' fitted point-source light taken out (the current rule) and left in (the
-   rule measured on each galaxy alone, as before);
+   (:func:`galdeblend.scene.place_instances`: the brightest data pixel within 0.5"), as a
+   ratio to the same rule applied to the data with the other galaxies' true images
+   subtracted, per band, median and 84th percentile over the galaxies of blends of one or
+   two and of three or more galaxies: how much the neighbours' light inflates the scale;
 2. given the report folder of ``galdeblend validate`` on those blends (``--report``), the
    aperture flux coverage and median absolute flux error in units of the aperture noise of
    galdeblend's matched galaxies, split by the light of the other galaxies inside each
@@ -44,7 +43,7 @@ def galaxy_scales(observations, frame, positions) -> np.ndarray:
 
 
 def scale_ratios(simdir: Path, frame) -> dict[str, list[np.ndarray]]:
-    """Per matched galaxy ``(C,)`` ratios, keyed by ``"<crowding>, <rule>"``."""
+    """Per matched galaxy ``(C,)`` ratios, keyed by blend crowding."""
     ratios: dict[str, list[np.ndarray]] = {}
     for truth_path in sorted(simdir.glob("blend_*_truth.fits")):
         stem = str(truth_path)[: -len("_truth.fits")]
@@ -54,7 +53,7 @@ def scale_ratios(simdir: Path, frame) -> dict[str, list[np.ndarray]]:
         found = detect_sources(observations)
         if len(found) == 0:
             continue
-        current = galaxy_scales(observations, frame, found)
+        scales = galaxy_scales(observations, frame, found)
         crowding = "1-2 galaxies" if len(truth.galaxies) <= 2 else "3+ galaxies"
         for k, position in enumerate(found):
             separation = position.separation(true_positions).arcsec
@@ -68,11 +67,7 @@ def scale_ratios(simdir: Path, frame) -> dict[str, list[np.ndarray]]:
                 for o, s in zip(observations, SURVEYS)
             ]
             reference = galaxy_scales(alone, frame, found[k : k + 1])[0]
-            before = galaxy_scales(observations, frame, found[k : k + 1])[0]
-            ratios.setdefault(f"{crowding}, neighbours taken out", []).append(
-                current[k] / reference
-            )
-            ratios.setdefault(f"{crowding}, neighbours left in", []).append(before / reference)
+            ratios.setdefault(crowding, []).append(scales[k] / reference)
     return ratios
 
 
@@ -144,7 +139,7 @@ def main() -> None:
         values = np.array(values)
         median = " ".join(f"{v:5.2f}" for v in np.median(values, 0))
         high = " ".join(f"{v:5.2f}" for v in np.percentile(values, 84, 0))
-        print(f"{name:38s} ({len(values):2d}) median {median}  84th {high}")
+        print(f"{name:12s} ({len(values):2d}) median {median}  84th {high}")
     if args.report is not None:
         stamp_arcsec = frame.shape[-1] * frame.pixel_scale
         coverage_by_neighbour_light(args.simdir, args.report, args.band, stamp_arcsec)
