@@ -21,19 +21,30 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from astropy.coordinates import SkyCoord
 from astropy.table import Table
 from astropy.wcs.utils import proj_plane_pixel_scales
 
+from galdeblend.baselines.segmentation import match_sources
 from galdeblend.io import read_cutouts
+from galdeblend.metrics import aperture_flux
 from galdeblend.priors import Priors
 from galdeblend.scene import detect_sources, place_instances
-from galdeblend.simulate import read_truth
+from galdeblend.simulate import SceneTruth, read_truth
+from galdeblend.validate import APERTURE_ARCSEC
 
-SURVEYS = ("hsc", "hst")
+MATCH_ARCSEC = 0.4
+
+
+def blend_scenes(simdir: Path) -> Iterator[tuple[dict, SceneTruth]]:
+    """The blends of a ``galdeblend simulate`` folder: its ``manifest.json`` entry, truth."""
+    for scene in json.loads((simdir / "manifest.json").read_text())["scenes"]:
+        if scene["kind"] == "blend":
+            yield scene, read_truth(simdir / scene["truth"])
 
 
 def galaxy_scales(observations, frame, positions) -> np.ndarray:
@@ -45,53 +56,51 @@ def galaxy_scales(observations, frame, positions) -> np.ndarray:
 def scale_ratios(simdir: Path, frame) -> dict[str, list[np.ndarray]]:
     """Per matched galaxy ``(C,)`` ratios, keyed by blend crowding."""
     ratios: dict[str, list[np.ndarray]] = {}
-    for truth_path in sorted(simdir.glob("blend_*_truth.fits")):
-        stem = str(truth_path)[: -len("_truth.fits")]
-        observations = read_cutouts([f"{stem}_{s}.fits" for s in SURVEYS])
-        truth = read_truth(truth_path)
-        true_positions = SkyCoord(truth.galaxies["ra"], truth.galaxies["dec"], unit="deg")
-        found = detect_sources(observations)
+    for scene, truth in blend_scenes(simdir):
+        surveys = list(scene["cutouts"])
+        obs = read_cutouts([str(simdir / scene["cutouts"][s]) for s in surveys])
+        observations = dict(zip(surveys, obs))
+        found = detect_sources(obs)
         if len(found) == 0:
             continue
-        scales = galaxy_scales(observations, frame, found)
+        scales = galaxy_scales(obs, frame, found)
+        # Matched as validate matches: in the first survey's pixels, within 0.4".
+        survey, first = next(iter(observations.items()))
+        true_xy = np.stack([truth.galaxies[f"x_{survey}"], truth.galaxies[f"y_{survey}"]], 1)
+        found_xy = np.array(first.wcs.celestial.world_to_pixel(found)).T
         crowding = "1-2 galaxies" if len(truth.galaxies) <= 2 else "3+ galaxies"
-        for k, position in enumerate(found):
-            separation = position.separation(true_positions).arcsec
-            j = int(np.argmin(separation))
-            if separation[j] > 0.4:
-                continue
+        for k, j in zip(*match_sources(found_xy, true_xy, MATCH_ARCSEC / first.pixel_scale)):
             alone = [
                 dataclasses.replace(
                     o, data=o.data - truth.survey_galaxies[s].sum(0) + truth.survey_galaxies[s][j]
                 )
-                for o, s in zip(observations, SURVEYS)
+                for s, o in observations.items()
             ]
             reference = galaxy_scales(alone, frame, found[k : k + 1])[0]
             ratios.setdefault(crowding, []).append(scales[k] / reference)
     return ratios
 
 
-def neighbour_light(simdir: Path, blend: str, band: int, stamp_arcsec: float, aperture: float):
-    """Per true galaxy: the other galaxies' light in its aperture, in total and from outside
-    their own stamps, as fractions of its own aperture flux ``(K,), (K,)``."""
-    truth = read_truth(simdir / f"{blend}_truth.fits")
+def neighbour_light(truth: SceneTruth, band: int, stamp_arcsec: float):
+    """Per true galaxy: the other galaxies' light in its photometry aperture, in total and
+    from outside their own stamps, as fractions of its own aperture flux ``(K,), (K,)``."""
     pixel = proj_plane_pixel_scales(truth.model_wcs.celestial)[0] * 3600
-    K, _, H, W = truth.model.shape
+    H, W = truth.model.shape[-2:]
     yy, xx = np.mgrid[:H, :W]
-    x, y = np.asarray(truth.galaxies["x_model"]), np.asarray(truth.galaxies["y_model"])
-    half = stamp_arcsec / 2
-    stamps = [
-        (np.abs(xx - x[j]) * pixel <= half) & (np.abs(yy - y[j]) * pixel <= half) for j in range(K)
-    ]
-    total, outside = np.zeros(K), np.zeros(K)
-    for k in range(K):
-        inside = np.hypot(xx - x[k], yy - y[k]) * pixel <= aperture
-        own = truth.model[k, band][inside].sum()
-        for j in range(K):
-            if j != k:
-                total[k] += truth.model[j, band][inside].sum() / own
-                outside[k] += truth.model[j, band][inside & ~stamps[j]].sum() / own
-    return total, outside
+    xy = np.stack([truth.galaxies["x_model"], truth.galaxies["y_model"]], 1)
+    half = stamp_arcsec / 2 / pixel
+    images = truth.model[:, band]
+    outside = images * (
+        (np.abs(xx - xy[:, :1, None]) > half) | (np.abs(yy - xy[:, 1:, None]) > half)
+    )
+    radius = APERTURE_ARCSEC / pixel
+    # [j, k]: galaxy j's light in galaxy k's aperture
+    light = np.array([aperture_flux(image, xy, radius)[:, 0] for image in images])
+    light_outside = np.array([aperture_flux(image, xy, radius)[:, 0] for image in outside])
+    own = np.diag(light).copy()
+    np.fill_diagonal(light, 0.0)
+    np.fill_diagonal(light_outside, 0.0)
+    return light.sum(0) / own, light_outside.sum(0) / own
 
 
 def coverage_by_neighbour_light(simdir: Path, report: Path, band: int, stamp_arcsec: float):
@@ -99,7 +108,8 @@ def coverage_by_neighbour_light(simdir: Path, report: Path, band: int, stamp_arc
     galaxies = galaxies[galaxies["method"] == "galdeblend"]
     galaxies = galaxies[np.asarray(galaxies["matched"]).astype(str) == "True"]
     light = {
-        b: neighbour_light(simdir, b, band, stamp_arcsec, 0.75) for b in set(galaxies["blend"])
+        scene["name"]: neighbour_light(truth, band, stamp_arcsec)
+        for scene, truth in blend_scenes(simdir)
     }
     total = np.array([light[b][0][t] for b, t in zip(galaxies["blend"], galaxies["truth_id"])])
     outside = np.array([light[b][1][t] for b, t in zip(galaxies["blend"], galaxies["truth_id"])])
@@ -112,7 +122,7 @@ def coverage_by_neighbour_light(simdir: Path, report: Path, band: int, stamp_arc
         "1-10% from outside their stamps": (outside >= 0.01) & (outside < 0.1),
         "10% or more from outside their stamps": outside >= 0.1,
     }
-    print(f"\nneighbours' light in the 0.75\" aperture (truth band {band})")
+    print(f"\nneighbours' light in the {APERTURE_ARCSEC}\" aperture (truth band {band})")
     print(f"{'':48s} | pairs | coverage 68/95 | median |error|/noise")
     for name, selected in groups.items():
         inside = [
