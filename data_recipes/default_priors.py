@@ -67,6 +67,9 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--name", default="galdeblend-default-hsc-hst-v4", help="name recorded in priors.json"
+    )
+    parser.add_argument(
         "--checkpoints", default=None, help="checkpoint directory (resume with --resume)"
     )
     parser.add_argument("--resume", action="store_true")
@@ -107,7 +110,7 @@ def main() -> None:
     elapsed = time.time() - start
     learned.metadata.update(
         {
-            "name": "galdeblend-default-hsc-hst-v4",
+            "name": args.name,
             "recipe": "data_recipes/default_priors.py",
             "data": {
                 "simulation": (
