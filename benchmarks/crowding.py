@@ -103,16 +103,22 @@ def neighbour_light(truth: SceneTruth, band: int, stamp_arcsec: float):
     return light.sum(0) / own, light_outside.sum(0) / own
 
 
+def is_true(column) -> np.ndarray:
+    """A boolean column of a ``galdeblend validate`` CSV (read back as text or bool)."""
+    return np.asarray(column).astype(str) == "True"
+
+
 def coverage_by_neighbour_light(simdir: Path, report: Path, band: int, stamp_arcsec: float):
     galaxies = Table.read(report / "galaxies.csv")
     galaxies = galaxies[galaxies["method"] == "galdeblend"]
-    galaxies = galaxies[np.asarray(galaxies["matched"]).astype(str) == "True"]
+    galaxies = galaxies[is_true(galaxies["matched"])]
     light = {
-        scene["name"]: neighbour_light(truth, band, stamp_arcsec)
+        scene["name"]: np.stack(neighbour_light(truth, band, stamp_arcsec))
         for scene, truth in blend_scenes(simdir)
     }
-    total = np.array([light[b][0][t] for b, t in zip(galaxies["blend"], galaxies["truth_id"])])
-    outside = np.array([light[b][1][t] for b, t in zip(galaxies["blend"], galaxies["truth_id"])])
+    total, outside = np.array(
+        [light[b][:, t] for b, t in zip(galaxies["blend"], galaxies["truth_id"])]
+    ).T
     z = np.abs(np.asarray(galaxies["flux_error"], float)) / np.asarray(
         galaxies["flux_noise"], float
     )
@@ -126,8 +132,7 @@ def coverage_by_neighbour_light(simdir: Path, report: Path, band: int, stamp_arc
     print(f"{'':48s} | pairs | coverage 68/95 | median |error|/noise")
     for name, selected in groups.items():
         inside = [
-            np.mean(np.asarray(galaxies[f"inside_{level}"][selected]).astype(str) == "True")
-            for level in ("0.68", "0.95")
+            np.mean(is_true(galaxies[f"inside_{level}"][selected])) for level in ("0.68", "0.95")
         ]
         error = np.median(z[selected])
         print(f"{name:48s} | {selected.sum():5d} | {inside[0]:.2f} / {inside[1]:.2f} | {error:.2f}")
