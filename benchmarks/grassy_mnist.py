@@ -6,7 +6,8 @@ digit of every view-2 observation (the observations EM learned from: the task is
 separate them):
 
 - DDPRISM: sequential EM (:func:`galdeblend.engine.em`, grass first from view 1, then the
-  digits from view 2 with the grass prior frozen), U-Net priors after Gaussian laps;
+  digits from view 2 with the grass prior frozen), U-Net priors after Gaussian laps
+  (``--grass gaussian``: a rank-128 Gaussian grass prior instead);
 - CLVM-Linear: :class:`galdeblend.baselines.LinearCLVM` (factor models, the same
   sequential EM with Gaussian priors only);
 - PCPCA: :class:`galdeblend.baselines.PCPCA`, view 2 as target and view 1 as
@@ -47,7 +48,7 @@ from torch import Tensor, nn
 
 from galdeblend.allocator import retain_freed_memory
 from galdeblend.baselines import PCPCA, LinearCLVM
-from galdeblend.engine import DiffusionPrior, UNet, View, em, sample_posterior
+from galdeblend.engine import DiffusionPrior, GaussianPrior, UNet, View, em, sample_posterior
 from galdeblend.metrics import frechet_distance, pqmass
 from galdeblend.operators import Downsample, Matrix, Scale
 
@@ -85,6 +86,11 @@ class Settings:
     eval_steps: int
     tau: float = 0.1  # Langevin step of the corrector
     gaussian_rank: int = 16
+    # The grass prior: "unet", a diffusion prior like the digits' (the paper's), or
+    # "gaussian", a Gaussian of rank grass_rank learned by the same EM laps (tried at
+    # reduced scale: 0.5 dB lower per sample, docs/benchmarks.rst).
+    grass_prior: str = "unet"
+    grass_rank: int = 128
     clvm_rank: int = 16
     clvm_laps: int = 8
     # PCPCA's rank; benchmark() sets its contrast gamma per variant from PCPCA_GAMMA.
@@ -162,6 +168,7 @@ def run_ddprism(views: Sequence[View], settings: Settings, seed: int) -> Tensor:
     (``S = settings.mean_samples`` draws each)."""
     torch.manual_seed(seed)
     device = views[0].y.device
+    unets = ("grass", "digit") if settings.grass_prior == "unet" else ("digit",)
     priors = {
         k: DiffusionPrior(
             UNet(
@@ -174,11 +181,14 @@ def run_ddprism(views: Sequence[View], settings: Settings, seed: int) -> Tensor:
             sigma_min=1e-3,
             sigma_max=10.0,
         ).to(device)
-        for k in KINDS
+        for k in unets
     }
     if settings.compile is not None:
         for prior in priors.values():
             prior.accelerate(channels_last=True, compile=settings.compile)
+    if "grass" not in priors:  # learned as a Gaussian in every lap
+        priors["grass"] = GaussianPrior(torch.zeros(SHAPE), 1.0, sigma_min=1e-3, sigma_max=10.0)
+    grass_rank = settings.gaussian_rank if settings.grass_prior == "unet" else settings.grass_rank
     priors = em(
         views,
         priors,
@@ -186,7 +196,7 @@ def run_ddprism(views: Sequence[View], settings: Settings, seed: int) -> Tensor:
         gaussian_laps=settings.gaussian_laps,
         algorithm="sequential",
         order=list(KINDS),
-        gaussian_rank=settings.gaussian_rank,
+        gaussian_rank={"grass": grass_rank, "digit": settings.gaussian_rank},
         train=dict(steps=settings.train_steps, batch_size=settings.batch_size, lr=settings.lr),
         sampling=sampling_options(settings),
         seed=seed,
@@ -379,6 +389,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--laps", type=int, help="diffusion laps per kind (overrides)")
+    parser.add_argument(
+        "--grass",
+        choices=("gaussian", "unet"),
+        help="the grass prior (overrides; default unet)",
+    )
     parser.add_argument("--limit", type=int, help="observations per group (quick checks)")
     parser.add_argument(
         "--eager", action="store_true", help="no torch.compile (e.g. without a C++ compiler)"
@@ -389,6 +404,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = dataclasses.replace(settings, compile=None)
     if args.laps is not None:
         settings = dataclasses.replace(settings, laps=args.laps)
+    if args.grass is not None:
+        settings = dataclasses.replace(settings, grass_prior=args.grass)
     device = "cuda" if args.full and torch.cuda.is_available() else "cpu"
     start = time.perf_counter()
     classifier = train_classifier(args.seed)

@@ -106,7 +106,7 @@ def em(
     order: Sequence[str] | None = None,
     frozen: Iterable[str] = (),
     init: Mapping[str, GaussianPrior] | None = None,
-    gaussian_rank: int = 8,
+    gaussian_rank: int | Mapping[str, int] = 8,
     train: Mapping | None = None,
     sampling: Mapping | None = None,
     chunk_size: int | None = None,
@@ -135,8 +135,8 @@ def em(
         Kinds whose priors are used as given and never refitted.
     init : mapping kind -> GaussianPrior, optional
         Starting Gaussians; default ``N(0, I)`` with the kind's noise range.
-    gaussian_rank : int
-        Rank of the low-rank part of the Gaussian covariance.
+    gaussian_rank : int or mapping kind -> int
+        Rank of the low-rank part of the Gaussian covariance, for every kind or per kind.
     train : mapping
         Options of :meth:`DiffusionPrior.fit` (``steps``, ``batch_size``, ``lr``, ...).
     sampling : mapping
@@ -167,6 +167,13 @@ def em(
     sampling = dict(sampling or {})
     progress = progress and distributed.is_main()
     _validate_views(views, priors)
+    ranks = (
+        dict(gaussian_rank)
+        if isinstance(gaussian_rank, Mapping)
+        else dict.fromkeys(kinds, gaussian_rank)
+    )
+    if missing := set(kinds) - set(frozen) - set(ranks):
+        raise InputError(f"gaussian_rank: no rank for the kinds {sorted(missing)}")
     plan = lap_plan(
         [k for k in kinds if k not in frozen],
         laps=laps,
@@ -224,7 +231,7 @@ def em(
                     1.0,
                     sigma_min=current[kind].schedule.sigma_min,
                     sigma_max=current[kind].schedule.sigma_max,
-                ).fit(x, gaussian_rank)
+                ).fit(x, ranks[kind])
             else:
                 current[kind] = priors[kind].fit(
                     x, **{"seed": lap_seed, "progress": progress, **train}

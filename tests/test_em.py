@@ -70,6 +70,16 @@ def test_gaussian_em_recovers_both_sources(algorithm):
         assert rel_err(learned[k].covariance(), truth[k].covariance()) < 0.15
 
 
+def test_gaussian_rank_per_kind():
+    _, views = contrastive_toy(N=200)
+    priors = {k: GaussianPrior(torch.zeros(4, dtype=DT), 1.0, sigma_max=30.0) for k in "ab"}
+    options = dict(laps=0, gaussian_laps=1, sampling=dict(steps=4), progress=False)
+    learned = em(views, priors, gaussian_rank={"a": 2, "b": 1}, **options)
+    assert (learned["a"].rank, learned["b"].rank) == (2, 1)
+    with pytest.raises(InputError, match=r"no rank for the kinds \['b'\]"):
+        em(views, priors, gaussian_rank={"a": 2}, **options)
+
+
 def test_lap_plans():
     assert lap_plan(["a", "b"], laps=1, gaussian_laps=2, algorithm="joint", order=None) == [
         (("a", "b"), "gaussian"),

@@ -255,6 +255,23 @@ def test_every_header_validates(tmp_path, sip):
     assert all(len(messages) == 0 for hdu_report in report for messages in hdu_report)
 
 
+@pytest.mark.parametrize("length", [30, 60, 200])
+def test_long_input_paths_are_written_whole_without_warnings(tmp_path, length):
+    result = _result()
+    source = "/data/" + "d" * (length - len("/data/cut.fits")) + "/cut.fits"
+    result.observations[0].source = source
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path = write_posterior(result, tmp_path / "post.fits")
+        with fits.open(path) as hdul:
+            assert hdul[0].header["INPUT0"] == source
+            assert hdul["OBS0_DATA"].header["SOURCE"] == source
+            # the comment goes where the path fits one card but not with it
+            has_comment = bool(hdul[0].header.comments["INPUT0"])
+    assert has_comment == (length != 60)
+    assert read_posterior(path).observations[0].source == source
+
+
 def test_sip_observation_round_trip(tmp_path):
     result = _result(sip=True)
     read = read_posterior(write_posterior(result, tmp_path / "post.fits"))

@@ -233,7 +233,7 @@ def _primary_header(result: DeblendResult) -> fits.Header:
     header["NSRC"] = (len(result.instances), "number of source instances")
     header["NOBS"] = (len(result.observations), "number of observations")
     for i, obs in enumerate(result.observations):
-        header[f"INPUT{i}"] = (obs.source, f"input of observation {i}")
+        header.append(_path_card(f"INPUT{i}", obs.source, f"input of observation {i}"))
     header["PROVJSON"] = json.dumps(result.provenance, default=_jsonable)
     for keys, value in _scalar_leaves(result.provenance, ()):
         card = _card("HIERARCH GDB " + " ".join(keys), value)
@@ -252,6 +252,20 @@ def _card(keyword: str, value: Any) -> fits.Card | None:
             _ = card.image  # formatting warns for a line over 80 characters
     except (ValueError, TypeError, VerifyError, VerifyWarning):
         return None
+    return card
+
+
+def _path_card(keyword: str, path: str, comment: str) -> fits.Card:
+    """The card ``keyword = path`` with ``comment``, or without it where the path fits one
+    card but not with the comment (astropy would truncate the comment with a warning);
+    longer paths continue whole on ``CONTINUE`` cards."""
+    card = fits.Card(keyword, path, comment)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VerifyWarning)
+        try:
+            _ = card.image
+        except VerifyWarning:
+            card = fits.Card(keyword, path)
     return card
 
 
@@ -313,7 +327,7 @@ def _observation_hdus(
     prefix = f"OBS{index}"
     core, wcs_hdu = _celestial_header(obs.wcs, obs.shape[1:], prefix)
     cards = fits.Header()
-    cards["SOURCE"] = (obs.source, "input file of this observation")
+    cards.append(_path_card("SOURCE", obs.source, "input file of this observation"))
     if obs.hdu is not None:
         cards["HDU"] = (obs.hdu, "input HDU of this observation")
     cards["OBSIDX"] = (index, "observation index")
