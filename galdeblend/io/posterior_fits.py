@@ -242,12 +242,12 @@ def _primary_header(result: DeblendResult) -> fits.Header:
     return header
 
 
-def _card(keyword: str, value: Any) -> fits.Card | None:
-    """The FITS card ``keyword = value``, or None if no valid card can hold it."""
+def _card(keyword: str, value: Any, comment: str = "") -> fits.Card | None:
+    """The FITS card ``keyword = value / comment``, or None if no valid card can hold it."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", VerifyWarning)
-            card = fits.Card(keyword, value)  # raises for NaN and infinity
+            card = fits.Card(keyword, value, comment)  # raises for NaN and infinity
             card.verify("exception")
             _ = card.image  # formatting warns for a line over 80 characters
     except (ValueError, TypeError, VerifyError, VerifyWarning):
@@ -259,14 +259,7 @@ def _path_card(keyword: str, path: str, comment: str) -> fits.Card:
     """The card ``keyword = path`` with ``comment``, or without it where the path fits one
     card but not with the comment (astropy would truncate the comment with a warning);
     longer paths continue whole on ``CONTINUE`` cards."""
-    card = fits.Card(keyword, path, comment)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", VerifyWarning)
-        try:
-            _ = card.image
-        except VerifyWarning:
-            card = fits.Card(keyword, path)
-    return card
+    return _card(keyword, path, comment) or fits.Card(keyword, path)
 
 
 def _jsonable(value: Any) -> Any:
