@@ -500,17 +500,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line, ``galdeblend: Category: message`` (without Python's source
+    line, which means nothing to a user of the command)."""
+    print(f"galdeblend: {category.__name__}: {message}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     retain_freed_memory()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    if args.quiet:
-        warnings.simplefilter("ignore")
-    try:
-        return args.func(args)
-    except GaldeblendError as err:
-        print(f"galdeblend {args.command}: {err}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        if args.quiet:
+            warnings.simplefilter("ignore")
+        try:
+            return args.func(args)
+        except GaldeblendError as err:
+            print(f"galdeblend {args.command}: {err}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

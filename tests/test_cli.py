@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,9 @@ from astropy.io import fits
 from safetensors.numpy import load_file
 
 import galdeblend
+import galdeblend.cli
 from galdeblend.cli import main
-from galdeblend.errors import InputError
+from galdeblend.errors import DataWarning, InputError
 from galdeblend.io import read_cutouts, read_posterior
 from galdeblend.learn import new_priors
 from galdeblend.priors import default_priors_path
@@ -305,6 +307,18 @@ def test_info_describes_the_prior(tiny_prior, capsys):
 def test_info_on_a_folder_without_priors_fails(tmp_path, capsys):
     assert main(["info", str(tmp_path)]) != 0
     assert f"{tmp_path}: not a galdeblend prior set" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_warnings_are_one_line_each(monkeypatch, capsys, quiet):
+    def warn(args):
+        warnings.warn("Cut_HSC.fits: the PSF looks truncated", DataWarning, stacklevel=1)
+        return 0
+
+    monkeypatch.setattr(galdeblend.cli, "cmd_info", warn)
+    assert main(["info", *(["-q"] if quiet else [])]) == 0
+    expected = "" if quiet else "galdeblend: DataWarning: Cut_HSC.fits: the PSF looks truncated\n"
+    assert capsys.readouterr().err == expected
 
 
 @pytest.mark.parametrize("command", [[], ["run"], ["learn"], ["simulate"], ["info"]])
