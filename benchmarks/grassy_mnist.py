@@ -168,7 +168,8 @@ def run_ddprism(views: Sequence[View], settings: Settings, seed: int) -> Tensor:
     (``S = settings.mean_samples`` draws each)."""
     torch.manual_seed(seed)
     device = views[0].y.device
-    unets = ("grass", "digit") if settings.grass_prior == "unet" else ("digit",)
+    grass_unet = settings.grass_prior == "unet"
+    noise_range = dict(sigma_min=1e-3, sigma_max=10.0)
     priors = {
         k: DiffusionPrior(
             UNet(
@@ -178,17 +179,17 @@ def run_ddprism(views: Sequence[View], settings: Settings, seed: int) -> Tensor:
                 attention_levels=settings.attention_levels,
             ),
             shape=SHAPE,
-            sigma_min=1e-3,
-            sigma_max=10.0,
+            **noise_range,
         ).to(device)
-        for k in unets
+        for k in KINDS
+        if grass_unet or k != "grass"
     }
     if settings.compile is not None:
         for prior in priors.values():
             prior.accelerate(channels_last=True, compile=settings.compile)
-    if "grass" not in priors:  # learned as a Gaussian in every lap
-        priors["grass"] = GaussianPrior(torch.zeros(SHAPE), 1.0, sigma_min=1e-3, sigma_max=10.0)
-    grass_rank = settings.gaussian_rank if settings.grass_prior == "unet" else settings.grass_rank
+    if not grass_unet:  # learned as a Gaussian in every lap
+        priors["grass"] = GaussianPrior(torch.zeros(SHAPE), 1.0, **noise_range)
+    grass_rank = settings.gaussian_rank if grass_unet else settings.grass_rank
     priors = em(
         views,
         priors,
