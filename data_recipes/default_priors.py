@@ -7,10 +7,11 @@ beside the weights.
 
     python data_recipes/default_priors.py --out galdeblend/data/priors/default
 
-On 2 CPU cores the shipped v3 set (3 Gaussian + 10 diffusion laps) took 49.8 minutes, with
-one unpreconditioned CG iteration per E-step (the sampler of that time). The defaults now
-(3 preconditioned CG iterations) build v4, whose diffusion laps took 6.5-9 minutes each
-here (the time taken is printed and recorded). The recipe runs on the CPU:
+On 2 CPU cores the shipped v6 set (a 40 x 40 galaxy stamp, 2.4"; 3 Gaussian + 10 diffusion
+laps; one preconditioned CG iteration per E-step, the defaults here) took 95.0 minutes,
+peak 7.1 GB, diffusion laps of 8.5-9.4 minutes (the time taken is printed and recorded);
+the previous set, v3 (32 x 32, one unpreconditioned iteration), took 49.8 minutes.
+The recipe runs on the CPU:
 EM on a GPU needs its Gaussian starts and the E-step's gathering of samples moved off the
 CPU first.
 With --checkpoints, --resume continues a killed run, or extends a finished one with a
@@ -54,7 +55,7 @@ def main() -> None:
     parser.add_argument("--fields", type=int, default=128)
     parser.add_argument("--blank", type=int, default=16)
     parser.add_argument("--stamp-arcsec", type=float, default=4.0)
-    parser.add_argument("--frame", type=int, default=32, help="galaxy stamp side in model pixels")
+    parser.add_argument("--frame", type=int, default=40, help="galaxy stamp side in model pixels")
     parser.add_argument("--pixel-scale", type=float, default=0.06)
     parser.add_argument("--psf-fwhm", type=float, default=0.07)
     parser.add_argument("--channels", default="16,32,64")
@@ -63,11 +64,11 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=1000)
     parser.add_argument("--sampler-steps", type=int, default=16)
     parser.add_argument(
-        "--cg-iterations", type=int, default=3, help="CG iterations of the E-step sampler"
+        "--cg-iterations", type=int, default=1, help="CG iterations of the E-step sampler"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--name", default="galdeblend-default-hsc-hst-v4", help="name recorded in priors.json"
+        "--name", default="galdeblend-default-hsc-hst-v6", help="name recorded in priors.json"
     )
     parser.add_argument(
         "--checkpoints", default=None, help="checkpoint directory (resume with --resume)"

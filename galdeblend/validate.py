@@ -71,7 +71,7 @@ LEVELS: tuple[float, ...] = (0.5, 0.68, 0.8, 0.9, 0.95)
 
 APERTURE_ARCSEC = 0.75
 """Radius of the photometry aperture (a 1.5" diameter, a standard aperture of ground-based
-survey catalogues; it lies inside the shipped priors' 1.92" galaxy stamp)."""
+survey catalogues; it lies inside the shipped priors' 2.4" galaxy stamp)."""
 
 PRIOR_STEPS = 32
 """Predictor-corrector steps of the prior samples compared with the true galaxies."""

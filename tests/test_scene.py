@@ -94,18 +94,21 @@ def test_detection_completeness_and_purity_on_simulated_fields():
 def _pair_observation(pixel_scale, psf_fwhm, band, offsets, sigma_galaxy, peak_snr, seed):
     """One-band observation of round Gaussian galaxies at ``offsets`` (arcsec east, north
     of a fixed centre), each of intrinsic sigma ``sigma_galaxy`` arcsec, seen through a
-    Gaussian PSF, with unit-variance noise and a peak signal-to-noise of ``peak_snr``."""
+    Gaussian PSF, with unit-variance noise and a peak signal-to-noise of ``peak_snr`` (one
+    for all, or one per galaxy)."""
     side = int(round(6.0 / pixel_scale)) | 1
     centre = SkyCoord(150.0, 2.0, unit="deg")
     wcs = _tan_wcs(centre, pixel_scale, (side, side))
     sigma = np.hypot(sigma_galaxy, psf_fwhm / np.sqrt(8 * np.log(2)))
     yy, xx = (np.mgrid[:side, :side] - (side - 1) / 2) * pixel_scale
+    peaks = np.broadcast_to(peak_snr, len(offsets))
     image = sum(
-        np.exp(-((-xx - east) ** 2 + (yy - north) ** 2) / (2 * sigma**2)) for east, north in offsets
+        peak * np.exp(-((-xx - east) ** 2 + (yy - north) ** 2) / (2 * sigma**2))
+        for (east, north), peak in zip(offsets, peaks)
     )
     noise = np.random.default_rng(seed).normal(size=(1, side, side))
     return Observation(
-        peak_snr * image[None] + noise,
+        image[None] + noise,
         np.ones((1, side, side)),
         np.zeros((1, side, side), bool),
         gaussian_psf(psf_fwhm, pixel_scale)[None],
@@ -130,6 +133,26 @@ def test_detection_resolves_a_pair_the_coarse_survey_sees_as_one():
     assert len(found) == 2
     for position in truth:
         assert found.separation(position).arcsec.min() < 0.05
+
+
+def test_galaxy_scale_is_its_own_peak_beside_a_bright_neighbour():
+    """A star-like galaxy of peak 10 sigma 0.5" from one of peak 200 sigma, through a 0.7"
+    PSF: the bright one's peak lies within the faint one's 0.5" search radius. With the
+    neighbour's fitted point-source light taken out, each galaxy's scale is what the same
+    rule gives on the galaxy alone (same noise), not the bright one's peak."""
+    offsets = [(-0.25, 0.0), (0.25, 0.0)]
+    peaks = [200.0, 10.0]
+    frame = PriorFrame((1, 16, 16), 0.168, ("i",), 0.1)
+    positions = SkyCoord(150.0, 2.0, unit="deg").spherical_offsets_by(
+        [-0.25, 0.25] * u.arcsec, [0.0, 0.0] * u.arcsec
+    )
+    pair = _pair_observation(0.168, 0.7, "i", offsets, 0.0, peaks, seed=3)
+    scales = [i.scale[0] for i in place_instances([pair], frame, positions=positions)[:2]]
+    for k in range(2):
+        alone = _pair_observation(0.168, 0.7, "i", offsets[k : k + 1], 0.0, peaks[k], seed=3)
+        (single, *_) = place_instances([alone], frame, positions=positions[k : k + 1])
+        assert scales[k] == pytest.approx(single.scale[0], abs=0.01 * peaks[0])
+    assert scales[1] < 0.1 * scales[0]
 
 
 def test_detection_warns_when_it_keeps_fewer_than_it_found():
