@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from galdeblend.diffusion.prior import Prior, load_prior, save_prior
 from galdeblend.errors import InputError
@@ -111,5 +112,25 @@ class Priors:
                 f"sigma {prior.schedule.sigma_min:g}..{prior.schedule.sigma_max:g}"
             )
         for key, value in self.metadata.items():
-            lines.append(f"{key}: {json.dumps(value) if not isinstance(value, str) else value}")
+            shown = value if isinstance(value, str) else json.dumps(_brief(value))
+            lines.append(f"{key}: {shown}")
         return "\n".join(lines)
+
+
+BRIEF_ITEMS = 6
+"""Longest list that :meth:`Priors.describe` shows whole."""
+
+
+def _brief(value: Any) -> Any:
+    """``value`` (parsed JSON) for reading: floats to 4 significant digits, and lists of
+    more than :data:`BRIEF_ITEMS` entries as their first two, a count of the rest and the
+    last (the shipped set lists its 288 training inputs)."""
+    if isinstance(value, float):
+        return float(f"{value:.4g}")
+    if isinstance(value, dict):
+        return {key: _brief(item) for key, item in value.items()}
+    if isinstance(value, list):
+        if len(value) > BRIEF_ITEMS:
+            return [*map(_brief, value[:2]), f"... {len(value) - 3} more", _brief(value[-1])]
+        return [_brief(item) for item in value]
+    return value

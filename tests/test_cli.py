@@ -304,6 +304,22 @@ def test_info_describes_the_prior(tiny_prior, capsys):
     assert "sky: GaussianPrior" in text
 
 
+def test_info_shortens_long_lists_and_rounds_floats(tmp_path, capsys):
+    """The shipped set records its 288 training inputs and full-precision figures: info
+    shows a list's first two entries, a count of the rest and the last, and 4 digits."""
+    priors = new_priors(TINY_FRAME, channels=(8, 16), attention_levels=(1,))
+    priors.metadata = {
+        "training": {"inputs": [f"scene {i}" for i in range(100)], "laps": [1, 2, 3]},
+        "validation": {"coverage": 0.123456789},
+    }
+    priors.save(tmp_path)
+    assert main(["info", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert '"inputs": ["scene 0", "scene 1", "... 97 more", "scene 99"]' in text
+    assert "scene 50" not in text
+    assert '"laps": [1, 2, 3]' in text and '"coverage": 0.1235}' in text
+
+
 def test_info_on_a_folder_without_priors_fails(tmp_path, capsys):
     assert main(["info", str(tmp_path)]) != 0
     assert f"{tmp_path}: not a galdeblend prior set" in capsys.readouterr().err
