@@ -1,24 +1,26 @@
-"""``galdeblend validate``: score posteriors and segmentation baselines against simulated truth.
+"""``galdeblend validate``: score posteriors and baselines against simulated truth.
 
 For every blend of a simulated set (:func:`galdeblend.simulate.simulate_dataset`) that has a
 posterior file in the results folder (``galdeblend run`` writes ``<stem>_posterior.fits``,
 ``<stem>`` the first cutout's file stem), the true galaxies are matched by position to the
-posterior's galaxy instances and to the sources of the photutils and SEP baselines, all in the
-pixel grid of that first cutout's survey. Per matched galaxy and band, in that survey's frame:
+posterior's galaxy instances and to the sources of the baselines (photutils and SEP
+segmentation, and scarlet2 where it is installed), all in the pixel grid of that first cutout's
+survey. Per matched galaxy and band, in that survey's frame:
 
 - the fractional flux error of the aperture flux (photutils aperture photometry in a circle
   of :data:`APERTURE_ARCSEC` radius at the true position; galdeblend: the mean over the
   posterior samples, each pushed through the observation operator; baselines: the segment
-  image) against the same aperture on the true noiseless galaxy image, and likewise of the
-  total flux over the cutout (which a model stamp smaller than the galaxy truncates); the
-  flux error is also given in units of the data's own noise in that aperture (the error of
-  plain aperture photometry on an isolated galaxy), so that faint and bright galaxies, and
-  methods that found different galaxies, compare on one scale;
+  image, or scarlet2's model of the source) against the same aperture on the true noiseless
+  galaxy image, and likewise of the total flux over the cutout (which a model stamp smaller
+  than the galaxy truncates); the flux error is also given in units of the data's own noise
+  in that aperture (the error of plain aperture photometry on an isolated galaxy), so that
+  faint and bright galaxies, and methods that found different galaxies, compare on one
+  scale;
 - for galdeblend, whether the true flux (aperture and total) lies inside the central
   posterior interval of the per-sample fluxes at each level of :data:`LEVELS`;
 - PSNR and SSIM of the galaxy image in the observation frame (galdeblend: the posterior mean
-  pushed through the observation operator; baselines: the segment image) against the true
-  noiseless galaxy image.
+  pushed through the observation operator; baselines: the segment image or model) against
+  the true noiseless galaxy image.
 
 Per blend: completeness (fraction of true galaxies matched) and, for galdeblend, the residual
 chi-square per pixel of the data against the posterior-mean model.
@@ -30,6 +32,8 @@ normalized per band by their peak pixel (see :func:`validate`).
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import json
 import logging
 import zlib
@@ -49,6 +53,7 @@ from galdeblend.metrics import inside_intervals
 from galdeblend.results import DeblendResult
 
 if TYPE_CHECKING:
+    from galdeblend.baselines.segmentation import BaselineResult
     from galdeblend.io.simulation_fits import SceneTruth
     from galdeblend.metrics import PQMassResult
     from galdeblend.priors import Priors
@@ -229,7 +234,7 @@ def score_blend(
     *,
     match_radius_arcsec: float = 0.4,
     aperture_arcsec: float = APERTURE_ARCSEC,
-    baselines: Sequence[str] = ("photutils", "sep"),
+    baselines: Sequence[str] = ("photutils", "sep", "scarlet2"),
 ) -> tuple[list[dict], list[dict], dict[str, list[np.ndarray]]]:
     """Score one blend's posterior and baselines against its truth.
 
@@ -247,7 +252,7 @@ def score_blend(
         Largest distance of a match.
     aperture_arcsec : float
         Radius of the photometry aperture.
-    baselines : sequence of {"photutils", "sep"}
+    baselines : sequence of {"photutils", "sep", "scarlet2"}
 
     Returns
     -------
@@ -300,10 +305,14 @@ def score_blend(
     ]
     images = {"galdeblend": [m[1] for m in matches.values()]}
 
-    deblenders = {"photutils": photutils_deblend, "sep": sep_deblend}
+    deblenders = {
+        "photutils": lambda: photutils_deblend(obs.data, obs.variance, mask=obs.mask),
+        "sep": lambda: sep_deblend(obs.data, obs.variance, mask=obs.mask),
+        "scarlet2": lambda: _scarlet2_baseline(obs),
+    }
     for method in baselines:
         try:
-            baseline = deblenders[method](obs.data, obs.variance, mask=obs.mask)
+            baseline = deblenders[method]()
         except ImportError as err:
             log.warning("validate: %s skipped (%s)", method, err)
             continue
@@ -323,6 +332,19 @@ def score_blend(
         )
         images[method] = [m[1] for m in matches.values()]
     return galaxy_rows, blend_rows, images
+
+
+def _scarlet2_baseline(obs: Observation) -> BaselineResult:
+    """scarlet2 fitted to one cutout, one source per peak of the photutils baseline's
+    detection (the segmentation baselines' detection image and threshold), with the
+    cutout's PSF. ImportError without scarlet2."""
+    from galdeblend.baselines.scarlet2_adapter import scarlet2_deblend
+    from galdeblend.baselines.segmentation import photutils_deblend
+
+    detected = photutils_deblend(obs.data, obs.variance, mask=obs.mask)
+    if len(detected.positions) == 0:
+        return dataclasses.replace(detected, method="scarlet2", segmentation=None)
+    return scarlet2_deblend(obs.data, obs.variance, detected.positions, psf=obs.psf, mask=obs.mask)
 
 
 def _band_planes(truth_bands: Sequence[str], prior_bands: Sequence[str]) -> list[int]:
@@ -639,7 +661,7 @@ def validate(
     outdir: str | Path | None = None,
     match_radius_arcsec: float = 0.4,
     aperture_arcsec: float = APERTURE_ARCSEC,
-    baselines: Sequence[str] = ("photutils", "sep"),
+    baselines: Sequence[str] = ("photutils", "sep", "scarlet2"),
     priors: Priors | str | Path | None = None,
     prior_samples: int = 64,
 ) -> Table:
@@ -660,9 +682,10 @@ def validate(
         Largest distance between a true galaxy and the source it is matched to.
     aperture_arcsec : float
         Radius of the circular photometry aperture at each true position.
-    baselines : sequence of {"photutils", "sep"}
-        Segmentation baselines to run on the same cutouts (one missing its package is
-        skipped with a warning).
+    baselines : sequence of {"photutils", "sep", "scarlet2"}
+        Baselines to run on the same cutouts: the photutils and SEP segmentations, and
+        scarlet2 at the photutils detection's peaks (skipped with one warning when scarlet2
+        is not installed; a segmentation package missing is skipped with a warning).
     priors : Priors or path, optional
         Prior set whose galaxy prior is tested (default: the shipped priors).
     prior_samples : int
@@ -713,6 +736,9 @@ def validate(
         from galdeblend.priors import Priors
 
         prior_set = priors if isinstance(priors, Priors) else Priors.load(priors)
+    if "scarlet2" in baselines and importlib.util.find_spec("scarlet2") is None:
+        log.warning("validate: scarlet2 skipped (not installed: pip install scarlet2)")
+        baselines = [method for method in baselines if method != "scarlet2"]
     manifest = json.loads(manifest_path.read_text())
     scenes = []
     for scene in manifest["scenes"]:
