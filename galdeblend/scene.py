@@ -423,6 +423,7 @@ def _galaxy_scales(frames: Sequence[Frame], observations: Sequence[Observation])
         xy = [tuple(float(v) for v in obs.wcs.celestial.world_to_pixel(c)) for c in centers]
         r = max(2, int(round(0.5 / obs.pixel_scale)))
         sigma = _noise_sigma(obs)
+        weight = obs.weight  # (C, H, W), computed by the property on each access
         area = (frames[0].pixel_scale / obs.pixel_scale) ** 2
         for c, band in enumerate(obs.bands):
             if band not in bands:
@@ -432,7 +433,7 @@ def _galaxy_scales(frames: Sequence[Frame], observations: Sequence[Observation])
                 stamps, amplitude = [], np.zeros(0)
             else:
                 stamps = [_psf_stamp(obs.psf[c], x, y) for x, y in xy]
-                amplitude = _point_source_fit(stamps, data, obs.weight[c])
+                amplitude = _point_source_fit(stamps, data, weight[c])
             for k, (x, y) in enumerate(xy):
                 row, col = int(round(y)), int(round(x))
                 ys = slice(max(row - r, 0), max(row + r + 1, 0))

@@ -38,7 +38,7 @@ import json
 import logging
 import zlib
 from collections.abc import Sequence
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -77,6 +77,9 @@ LEVELS: tuple[float, ...] = (0.5, 0.68, 0.8, 0.9, 0.95)
 APERTURE_ARCSEC = 0.75
 """Radius of the photometry aperture (a 1.5" diameter, a standard aperture of ground-based
 survey catalogues; it lies inside the shipped priors' 2.4" galaxy stamp)."""
+
+BASELINE_PACKAGES = {"photutils": "photutils", "sep": "sep", "scarlet2": "scarlet2"}
+"""The package each baseline of :func:`validate` imports (a missing one skips it)."""
 
 PRIOR_STEPS = 32
 """Predictor-corrector steps of the prior samples compared with the true galaxies."""
@@ -305,10 +308,12 @@ def score_blend(
     ]
     images = {"galdeblend": [m[1] for m in matches.values()]}
 
+    # one photutils run serves its own row and scarlet2's starting positions
+    photutils_result = cache(lambda: photutils_deblend(obs.data, obs.variance, mask=obs.mask))
     deblenders = {
-        "photutils": lambda: photutils_deblend(obs.data, obs.variance, mask=obs.mask),
+        "photutils": photutils_result,
         "sep": lambda: sep_deblend(obs.data, obs.variance, mask=obs.mask),
-        "scarlet2": lambda: _scarlet2_baseline(obs),
+        "scarlet2": lambda: _scarlet2_baseline(obs, photutils_result()),
     }
     for method in baselines:
         try:
@@ -334,14 +339,12 @@ def score_blend(
     return galaxy_rows, blend_rows, images
 
 
-def _scarlet2_baseline(obs: Observation) -> BaselineResult:
-    """scarlet2 fitted to one cutout, one source per peak of the photutils baseline's
-    detection (the segmentation baselines' detection image and threshold), with the
+def _scarlet2_baseline(obs: Observation, detected: BaselineResult) -> BaselineResult:
+    """scarlet2 fitted to one cutout, one source per source of the photutils baseline
+    ``detected`` (the segmentation baselines' detection image and threshold), with the
     cutout's PSF. ImportError without scarlet2."""
     from galdeblend.baselines.scarlet2_adapter import scarlet2_deblend
-    from galdeblend.baselines.segmentation import photutils_deblend
 
-    detected = photutils_deblend(obs.data, obs.variance, mask=obs.mask)
     if len(detected.positions) == 0:
         return dataclasses.replace(detected, method="scarlet2", segmentation=None)
     return scarlet2_deblend(obs.data, obs.variance, detected.positions, psf=obs.psf, mask=obs.mask)
@@ -684,8 +687,8 @@ def validate(
         Radius of the circular photometry aperture at each true position.
     baselines : sequence of {"photutils", "sep", "scarlet2"}
         Baselines to run on the same cutouts: the photutils and SEP segmentations, and
-        scarlet2 at the photutils detection's peaks (skipped with one warning when scarlet2
-        is not installed; a segmentation package missing is skipped with a warning).
+        scarlet2 at the photutils detection's sources; one whose package is not installed
+        is skipped with one warning.
     priors : Priors or path, optional
         Prior set whose galaxy prior is tested (default: the shipped priors).
     prior_samples : int
@@ -736,9 +739,10 @@ def validate(
         from galdeblend.priors import Priors
 
         prior_set = priors if isinstance(priors, Priors) else Priors.load(priors)
-    if "scarlet2" in baselines and importlib.util.find_spec("scarlet2") is None:
-        log.warning("validate: scarlet2 skipped (not installed: pip install scarlet2)")
-        baselines = [method for method in baselines if method != "scarlet2"]
+    missing = [m for m in baselines if importlib.util.find_spec(BASELINE_PACKAGES[m]) is None]
+    for method in missing:
+        log.warning("validate: %s skipped (not installed: pip install %s)", method, method)
+    baselines = [method for method in baselines if method not in missing]
     manifest = json.loads(manifest_path.read_text())
     scenes = []
     for scene in manifest["scenes"]:
