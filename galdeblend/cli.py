@@ -469,9 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="score posteriors of simulated blends against the truth and baselines",
         epilog=VALIDATE_EXAMPLES,
         formatter_class=fmt,
-        description="Match true galaxies to posterior galaxies and to photutils and SEP "
-        "sources; test the galaxy prior against the true galaxies with PQMass; print a "
-        "method x metric table and write a report folder (CSV, Markdown, PNG).",
+        description="Match true galaxies to posterior galaxies and to the sources of the "
+        "photutils, SEP and (where installed) scarlet2 baselines; test the galaxy prior "
+        "against the true galaxies with PQMass; print a method x metric table and write a "
+        "report folder (CSV, Markdown, PNG).",
     )
     validate.add_argument("simdir", help="folder written by galdeblend simulate")
     validate.add_argument("resultsdir", help="folder written by galdeblend run on its cutouts")
