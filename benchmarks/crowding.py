@@ -12,7 +12,9 @@ files), prints
    aperture flux coverage and median absolute flux error in units of the aperture noise of
    galdeblend's matched galaxies, split by the light of the other galaxies inside each
    galaxy's aperture (true model-frame images, band ``--band``), and by how much of it lies
-   outside those galaxies' own prior stamps.
+   outside those galaxies' own prior stamps; then split by the fraction of each galaxy's
+   own light inside its prior stamp, and, for the galaxies whose stamp holds 97% of it and
+   whose neighbours' stamps hold theirs (under 1% from outside), by the neighbours' light.
 
     python benchmarks/crowding.py sims/ --report report/
 """
@@ -103,6 +105,21 @@ def neighbour_light(truth: SceneTruth, band: int, stamp_arcsec: float):
     return light.sum(0) / own, light_outside.sum(0) / own
 
 
+def own_light_inside(truth: SceneTruth, band: int, stamp_arcsec: float) -> np.ndarray:
+    """``(K,)`` fraction of each true galaxy's light inside its own stamp (centred on it)."""
+    pixel = proj_plane_pixel_scales(truth.model_wcs.celestial)[0] * 3600
+    H, W = truth.model.shape[-2:]
+    yy, xx = np.mgrid[:H, :W]
+    half = stamp_arcsec / 2 / pixel
+    fractions = []
+    for image, x, y in zip(
+        truth.model[:, band], truth.galaxies["x_model"], truth.galaxies["y_model"]
+    ):
+        inside = (np.abs(xx - x) <= half) & (np.abs(yy - y) <= half)
+        fractions.append(image[inside].sum() / image.sum())
+    return np.array(fractions)
+
+
 def is_true(column) -> np.ndarray:
     """A boolean column of a ``galdeblend validate`` CSV (read back as text or bool)."""
     return np.asarray(column).astype(str) == "True"
@@ -113,22 +130,50 @@ def coverage_by_neighbour_light(simdir: Path, report: Path, band: int, stamp_arc
     galaxies = galaxies[galaxies["method"] == "galdeblend"]
     galaxies = galaxies[is_true(galaxies["matched"])]
     light = {
-        scene["name"]: np.stack(neighbour_light(truth, band, stamp_arcsec))
+        scene["name"]: np.stack(
+            [
+                *neighbour_light(truth, band, stamp_arcsec),
+                own_light_inside(truth, band, stamp_arcsec),
+            ]
+        )
         for scene, truth in blend_scenes(simdir)
     }
-    total, outside = np.array(
+    total, outside, own = np.array(
         [light[b][:, t] for b, t in zip(galaxies["blend"], galaxies["truth_id"])]
     ).T
     z = np.abs(np.asarray(galaxies["flux_error"], float)) / np.asarray(
         galaxies["flux_noise"], float
     )
-    groups = {
-        "under 1%": total < 0.01,
-        "1% or more, under 1% from outside their stamps": (total >= 0.01) & (outside < 0.01),
-        "1-10% from outside their stamps": (outside >= 0.01) & (outside < 0.1),
-        "10% or more from outside their stamps": outside >= 0.1,
-    }
-    print(f"\nneighbours' light in the {APERTURE_ARCSEC}\" aperture (truth band {band})")
+    print_groups(
+        f"neighbours' light in the {APERTURE_ARCSEC}\" aperture (truth band {band})",
+        {
+            "under 1%": total < 0.01,
+            "1% or more, under 1% from outside their stamps": (total >= 0.01) & (outside < 0.01),
+            "1-10% from outside their stamps": (outside >= 0.01) & (outside < 0.1),
+            "10% or more from outside their stamps": outside >= 0.1,
+        },
+        galaxies,
+        z,
+    )
+    held = (own > 0.97) & (outside < 0.01)
+    print_groups(
+        f"the galaxy's own light inside its {stamp_arcsec:.2f}\" stamp",
+        {
+            "under 90%": own <= 0.9,
+            "90-97%": (own > 0.9) & (own <= 0.97),
+            "over 97%": own > 0.97,
+            "over 97%, neighbours' under 1% from outside": held,
+            "- of which neighbours' light under 10%": held & (total < 0.1),
+            "- of which neighbours' light 10% or more": held & (total >= 0.1),
+        },
+        galaxies,
+        z,
+    )
+
+
+def print_groups(title: str, groups: dict[str, np.ndarray], galaxies: Table, z: np.ndarray):
+    """Pairs, aperture flux coverage at 68/95% and median |error| / noise of each group."""
+    print(f"\n{title}")
     print(f"{'':48s} | pairs | coverage 68/95 | median |error|/noise")
     for name, selected in groups.items():
         inside = [
