@@ -83,9 +83,10 @@ def scale_ratios(simdir: Path, frame) -> dict[str, list[np.ndarray]]:
     return ratios
 
 
-def neighbour_light(truth: SceneTruth, band: int, stamp_arcsec: float):
-    """Per true galaxy: the other galaxies' light in its photometry aperture, in total and
-    from outside their own stamps, as fractions of its own aperture flux ``(K,), (K,)``."""
+def stamp_light(truth: SceneTruth, band: int, stamp_arcsec: float):
+    """Per true galaxy ``(K,), (K,), (K,)``: the other galaxies' light in its photometry
+    aperture, in total and from outside their own stamps, as fractions of its own aperture
+    flux; and the fraction of its own light inside its stamp (centred on it)."""
     pixel = proj_plane_pixel_scales(truth.model_wcs.celestial)[0] * 3600
     H, W = truth.model.shape[-2:]
     yy, xx = np.mgrid[:H, :W]
@@ -102,22 +103,8 @@ def neighbour_light(truth: SceneTruth, band: int, stamp_arcsec: float):
     own = np.diag(light).copy()
     np.fill_diagonal(light, 0.0)
     np.fill_diagonal(light_outside, 0.0)
-    return light.sum(0) / own, light_outside.sum(0) / own
-
-
-def own_light_inside(truth: SceneTruth, band: int, stamp_arcsec: float) -> np.ndarray:
-    """``(K,)`` fraction of each true galaxy's light inside its own stamp (centred on it)."""
-    pixel = proj_plane_pixel_scales(truth.model_wcs.celestial)[0] * 3600
-    H, W = truth.model.shape[-2:]
-    yy, xx = np.mgrid[:H, :W]
-    half = stamp_arcsec / 2 / pixel
-    fractions = []
-    for image, x, y in zip(
-        truth.model[:, band], truth.galaxies["x_model"], truth.galaxies["y_model"]
-    ):
-        inside = (np.abs(xx - x) <= half) & (np.abs(yy - y) <= half)
-        fractions.append(image[inside].sum() / image.sum())
-    return np.array(fractions)
+    own_inside = 1.0 - outside.sum((1, 2)) / images.sum((1, 2))
+    return light.sum(0) / own, light_outside.sum(0) / own, own_inside
 
 
 def is_true(column) -> np.ndarray:
@@ -130,12 +117,7 @@ def coverage_by_neighbour_light(simdir: Path, report: Path, band: int, stamp_arc
     galaxies = galaxies[galaxies["method"] == "galdeblend"]
     galaxies = galaxies[is_true(galaxies["matched"])]
     light = {
-        scene["name"]: np.stack(
-            [
-                *neighbour_light(truth, band, stamp_arcsec),
-                own_light_inside(truth, band, stamp_arcsec),
-            ]
-        )
+        scene["name"]: np.stack(stamp_light(truth, band, stamp_arcsec))
         for scene, truth in blend_scenes(simdir)
     }
     total, outside, own = np.array(
