@@ -425,6 +425,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--eager", action="store_true", help="no torch.compile (e.g. without a C++ compiler)"
     )
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), help="default: cuda for --full when present, else cpu"
+    )
     args = parser.parse_args(argv)
     settings = FULL if args.full else REDUCED
     if args.eager:
@@ -434,20 +437,22 @@ def main(argv: Sequence[str] | None = None) -> None:
             settings = dataclasses.replace(settings, **{name: getattr(args, name)})
     if args.grass is not None:
         settings = dataclasses.replace(settings, grass_prior=args.grass)
-    device = "cuda" if args.full and torch.cuda.is_available() else "cpu"
+    device = args.device or ("cuda" if args.full and torch.cuda.is_available() else "cpu")
     start = time.perf_counter()
     classifier = train_classifier(args.seed)
-    results = {
-        v: benchmark(v, settings, args.methods, args.seed, args.limit, classifier, device)
-        for v in args.variants
-    }
+    tables = []
+    for variant in args.variants:
+        results = benchmark(
+            variant, settings, args.methods, args.seed, args.limit, classifier, device
+        )
+        tables.append(table(variant, results))
+        print(tables[-1])  # as soon as it is done: a long run that is stopped keeps it
     print(
         f"Grassy MNIST, {'paper' if args.full else 'reduced'} settings, seed {args.seed}, "
-        f"{time.perf_counter() - start:.0f} s; PSNR in dB (peak 1), PQMass median chi2 (99 "
-        "expected), FD: Frechet distance of CNN embeddings"
+        f"{device}, {time.perf_counter() - start:.0f} s; PSNR in dB (peak 1), PQMass median "
+        "chi2 (99 expected), FD: Frechet distance of CNN embeddings"
     )
-    for variant, r in results.items():
-        print(table(variant, r))
+    print("\n".join(tables))
 
 
 if __name__ == "__main__":

@@ -20,9 +20,11 @@ Configurations:
   channels 64-128-256-256-512 with attention at the three lowest levels, 64 steps
   (GPU only).
 
-Each is measured plainly (fp32) and, with ``--fast`` variants, with the networks in
-bf16 autocast, channels-last and ``torch.compile`` (see
-:meth:`galdeblend.engine.DiffusionPrior.accelerate`).
+Each is measured plainly (fp32) and, with faster variants, with the networks in bf16
+autocast, channels-last and ``torch.compile`` (``--compile-mode``; see
+:meth:`galdeblend.engine.DiffusionPrior.accelerate`). The FLOPs are counted once per
+configuration, on the plain fp32 networks; "first s" is the first call, which holds any
+compilation.
 
     python benchmarks/speed.py                     # everything the device allows
     python benchmarks/speed.py --configs default --batch-sizes 4 16
@@ -67,7 +69,7 @@ CONFIGS = {
 VARIANTS = {
     "fp32": {},
     "bf16": dict(bf16=True),
-    "bf16+channels-last+compile": dict(bf16=True, channels_last=True, compile="max-autotune"),
+    "bf16+channels-last+compile": dict(bf16=True, channels_last=True, compile="default"),
 }
 
 
@@ -81,15 +83,20 @@ def timed(
     device: torch.device,
     repeats: int,
     warmup: Callable[[], object] | None = None,
-) -> float:
-    """Seconds per call of ``fn``, after one call of ``warmup`` (default ``fn``)."""
+) -> tuple[float, float]:
+    """``(seconds per call of fn, seconds of the first call)``.
+
+    The first call is ``warmup`` (default ``fn``); it holds any compilation.
+    """
+    start = time.perf_counter()
     (warmup or fn)()
     synchronize(device)
+    first = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(repeats):
         fn()
     synchronize(device)
-    return (time.perf_counter() - start) / repeats
+    return (time.perf_counter() - start) / repeats, first
 
 
 def peak_rate(device: torch.device, dtype: torch.dtype) -> float:
@@ -97,7 +104,7 @@ def peak_rate(device: torch.device, dtype: torch.dtype) -> float:
     n = 8192 if device.type == "cuda" else 2048
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    seconds = timed(lambda: a @ b, device, repeats=10 if device.type == "cuda" else 3)
+    seconds, _ = timed(lambda: a @ b, device, repeats=10 if device.type == "cuda" else 3)
     return 2 * n**3 / seconds
 
 
@@ -151,25 +158,20 @@ def posterior_problem(config: Config, batch: int, device: torch.device):
     return y, ops
 
 
-def training_row(config: Config, device: torch.device, variant: dict, batch: int) -> tuple:
-    """``(batch, images/s, FLOPs per image, peak GB)`` of denoiser training."""
+def training_step(config: Config, device: torch.device, variant: dict, batch: int):
+    """``train(n)``: ``n`` denoiser training steps of ``batch`` images."""
     prior = galaxy_prior(config, device, variant)
     data = torch.randn(batch * 4, 1, config.size, config.size, device=device)
     denoiser = prior.denoiser.requires_grad_(True).train()
-    sigma = torch.ones(batch, device=device)
-    flops = counted_flops(lambda: denoiser.loss(data[:batch], sigma).mean().backward()) / batch
-    steps = 20 if device.type == "cuda" else 4
 
     def train(n: int):
         train_denoiser(denoiser, prior.schedule, data, steps=n, batch_size=batch, progress=False)
 
-    reset_peak_memory(device)
-    seconds = timed(lambda: train(steps), device, repeats=1, warmup=lambda: train(2)) / steps
-    return batch, batch / seconds, flops, peak_memory_gb(device)
+    return train
 
 
-def sampling_row(config: Config, device: torch.device, variant: dict, batch: int) -> tuple:
-    """``(batch, posterior samples/s, FLOPs per sample, peak GB)`` of posterior sampling."""
+def posterior_sampling(config: Config, device: torch.device, variant: dict, batch: int):
+    """``run(steps)``: one posterior sample of ``batch`` galaxy + sky observations."""
     prior = galaxy_prior(config, device, variant)
     sky = GaussianPrior(torch.zeros(1, SKY_GRID, SKY_GRID), 1.0, sigma_min=1e-2, sigma_max=30.0)
     y, ops = posterior_problem(config, batch, device)
@@ -185,26 +187,62 @@ def sampling_row(config: Config, device: torch.device, variant: dict, batch: int
             batch_size=batch,
         )
 
-    # FLOPs grow linearly with the steps: extrapolate the count from 2 and 4 steps.
+    return run
+
+
+def flops_per_item(config: Config, device: torch.device) -> tuple[float, float]:
+    """FLOPs of one training image and of one posterior sample (``steps`` steps).
+
+    Counted on the plain fp32 networks at batch 2: the count depends neither on the batch
+    nor on the fast paths. The sampling count grows linearly with the steps and is
+    extrapolated from 2 and 4 steps.
+    """
+    batch = 2
+    prior = galaxy_prior(config, device, {})
+    denoiser = prior.denoiser.requires_grad_(True).train()
+    x = torch.randn(batch, 1, config.size, config.size, device=device)
+    sigma = torch.ones(batch, device=device)
+    train = counted_flops(lambda: denoiser.loss(x, sigma).mean().backward()) / batch
+    run = posterior_sampling(config, device, {}, batch)
     f2, f4 = counted_flops(lambda: run(2)), counted_flops(lambda: run(4))
-    flops = (f2 + (f4 - f2) / 2 * (config.steps - 2)) / batch
+    sample = (f2 + (f4 - f2) / 2 * (config.steps - 2)) / batch
+    return train, sample
+
+
+def measure(start: Callable[[], object], run: Callable[[], object], items: int, device) -> tuple:
+    """``(items/s of run, first-call s, peak GB)``; ``None`` for the rate if out of memory."""
     reset_peak_memory(device)
-    seconds = timed(lambda: run(config.steps), device, repeats=1, warmup=lambda: run(2))
-    return batch, batch / seconds, flops, peak_memory_gb(device)
+    try:
+        seconds, first = timed(run, device, repeats=1, warmup=start)
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return None, None, peak_memory_gb(device)
+    return items / seconds, first, peak_memory_gb(device)
 
 
-def report(title: str, rows, peak: float, unit: str) -> None:
-    print(f"  {title}")
-    print(
-        f"    {'batch':>6} {unit:>14} {'GFLOP/item':>11} {'floor ms':>9} {'achieved':>9} "
-        f"{'peak GB':>8}"
-    )
-    for batch, rate, flops, memory in rows:
-        floor = flops / peak
-        achieved = floor * rate
+def training_row(config: Config, device: torch.device, variant: dict, batch: int) -> tuple:
+    """``(batch, images/s, first-call s, peak GB)`` of denoiser training."""
+    train = training_step(config, device, variant, batch)
+    steps = 20 if device.type == "cuda" else 4
+    return (batch, *measure(lambda: train(2), lambda: train(steps), batch * steps, device))
+
+
+def sampling_row(config: Config, device: torch.device, variant: dict, batch: int) -> tuple:
+    """``(batch, posterior samples/s, first-call s, peak GB)`` of posterior sampling."""
+    run = posterior_sampling(config, device, variant, batch)
+    return (batch, *measure(lambda: run(2), lambda: run(config.steps), batch, device))
+
+
+def report(title: str, rows, flops: float, peak: float, unit: str) -> None:
+    floor = flops / peak
+    print(f"  {title}: {flops / 1e9:.2f} GFLOP per item, floor {1e3 * floor:.2f} ms per item")
+    print(f"    {'batch':>6} {unit:>14} {'achieved':>9} {'first s':>8} {'peak GB':>8}")
+    for batch, rate, first, memory in rows:
+        if rate is None:
+            print(f"    {batch:>6} {'out of memory':>14} {'':>9} {'':>8} {memory:>8.2f}")
+            continue
         print(
-            f"    {batch:>6} {rate:>14.3f} {flops / 1e9:>11.2f} {1e3 * floor:>9.2f} "
-            f"{100 * achieved:>8.1f}% {memory:>8.2f}"
+            f"    {batch:>6} {rate:>14.3f} {100 * floor * rate:>8.1f}% {first:>8.1f} {memory:>8.2f}"
         )
 
 
@@ -215,6 +253,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS))
     parser.add_argument("--batch-sizes", nargs="+", type=int)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--compile-mode",
+        default="default",
+        help="torch.compile mode of the compiled variant (default: default; e.g. "
+        "reduce-overhead for CUDA graphs, max-autotune: minutes of tuning per shape)",
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     gpu = device.type == "cuda"
@@ -227,28 +271,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("peak: " + ", ".join(f"{str(d)[6:]} {r / 1e12:.3f} TFLOP/s" for d, r in peaks.items()))
     for config_name in configs:
         config = CONFIGS[config_name]
+        train_flops, sample_flops = flops_per_item(config, device)
         for variant_name in variants:
-            variant = VARIANTS[variant_name]
+            variant = dict(VARIANTS[variant_name])
+            if "compile" in variant:
+                variant["compile"] = args.compile_mode
             peak = peaks[torch.bfloat16 if variant.get("bf16") else torch.float32]
             print(
                 f"{config_name} ({config.size}x{config.size}, channels {config.channels}), "
                 f"{variant_name}, floor at {peak / 1e12:.3f} TFLOP/s:"
             )
             rows = [training_row(config, device, variant, b) for b in batch_sizes]
-            report("training", rows, peak, "images/s")
+            report("training", rows, train_flops, peak, "images/s")
             rows = [sampling_row(config, device, variant, b) for b in batch_sizes]
-            report(
-                f"posterior sampling ({config.steps} PC steps, galaxy + sky)",
-                rows,
-                peak,
-                "samples/s",
-            )
-            best = max(rate for _, rate, _, _ in rows)
-            print(
-                f"    fastest: {1 / best:.3f} s per posterior sample "
-                f"({PAPER_SECONDS_PER_SAMPLE * best:.2g}x as fast as the paper's "
-                f"{PAPER_SECONDS_PER_SAMPLE} s on an H100)"
-            )
+            title = f"posterior sampling ({config.steps} PC steps, galaxy + sky)"
+            report(title, rows, sample_flops, peak, "samples/s")
+            best = max((rate for _, rate, _, _ in rows if rate is not None), default=None)
+            if best is not None:
+                print(
+                    f"    fastest: {1 / best:.3f} s per posterior sample "
+                    f"({PAPER_SECONDS_PER_SAMPLE * best:.2g}x as fast as the paper's "
+                    f"{PAPER_SECONDS_PER_SAMPLE} s on an H100)"
+                )
 
 
 if __name__ == "__main__":

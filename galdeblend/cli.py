@@ -230,7 +230,9 @@ def cmd_learn(args) -> int:
     from galdeblend.priors import Priors
     from galdeblend.scene import PriorFrame
 
-    distributed.init_from_env()  # under torchrun: join the other ranks
+    device = distributed.init_from_env()  # under torchrun: join the other ranks
+    if args.device is not None:
+        device = args.device  # "cuda": the current GPU, this rank's under torchrun
     failures: list[tuple[str, str]] = []
     fields = _fields(_read([(p, {}) for p in args.cutouts], failures))
     blank_obs = _read([(p, {}) for p in args.blank], failures)
@@ -265,6 +267,7 @@ def cmd_learn(args) -> int:
         train=train,
         seed=args.seed,
         progress=not args.quiet,
+        device=device,
     )
     if distributed.is_main():
         learned.save(out)
@@ -433,6 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--train-steps", type=int, default=500, help="optimizer steps per lap (default 500)"
     )
     learn.add_argument("--batch-size", type=int, default=32)
+    learn.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        help="default: cuda when available (under torchrun: this rank's GPU)",
+    )
     learn.add_argument("--seed", type=int, default=0)
     learn.set_defaults(func=cmd_learn)
 

@@ -27,7 +27,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -72,6 +72,16 @@ class View:
 
     def __len__(self) -> int:
         return self.y.shape[0]
+
+    def to(self, device: str | torch.device) -> View:
+        """This view with its observations, noise variance and operators on ``device``."""
+        var = self.noise_variance
+        return replace(
+            self,
+            y=self.y.to(device),
+            noise_variance=var.to(device) if isinstance(var, Tensor) else var,
+            operators=[A.to(device) for A in self.operators],
+        )
 
 
 def lap_plan(
@@ -315,7 +325,7 @@ def _e_step(
         view = views[v]
         y, var, ops = _select(view, ids)
         samples = sample_posterior(
-            [current[k] for k in view.sources],
+            [current[k].to(y.device) for k in view.sources],  # a new Gaussian is on the CPU
             y,
             ops,
             var,

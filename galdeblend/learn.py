@@ -90,6 +90,7 @@ def learn(
     gaussian_rank: int = 16,
     seed: int = 0,
     progress: bool = True,
+    device: str | torch.device | None = None,
 ) -> Priors:
     """Learn priors for galaxies and sky from observations alone (DDPRISM EM).
 
@@ -106,6 +107,9 @@ def learn(
         See :func:`galdeblend.em.em`.
     gaussian_rank : int
         Rank of the Gaussian covariances (the galaxy initialization and the sky).
+    device : str or torch.device, optional
+        Where the E- and M-steps run (default: ``cuda`` when available). The scenes are
+        built on the CPU, and the learned priors are returned on the CPU.
 
     Returns
     -------
@@ -117,6 +121,7 @@ def learn(
         priors = new_priors(galaxy_frame, seed=seed)
     if not fields and not blank:
         raise InputError("learn: no fields to learn from")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     frame, grid = priors.galaxy_frame, priors["sky"].shape[-1]
     views = [field_view(f, frame, sky_grid=grid, name=f"field {i}") for i, f in enumerate(fields)]
     views += [
@@ -125,8 +130,8 @@ def learn(
     ]
     sampling = {"steps": 16, "sampler": "ddim", **(sampling or {})}
     learned = em(
-        views,
-        dict(priors.kinds),
+        [view.to(device) for view in views],
+        {kind: prior.to(device) for kind, prior in priors.kinds.items()},
         laps=laps,
         gaussian_laps=gaussian_laps,
         algorithm=algorithm,
@@ -153,4 +158,4 @@ def learn(
             "inputs": sorted({o.source for f in list(fields) + list(blank) for o in f}),
         },
     }
-    return Priors(learned, frame, metadata)
+    return Priors({kind: prior.cpu() for kind, prior in learned.items()}, frame, metadata)

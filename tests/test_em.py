@@ -165,3 +165,15 @@ def test_bad_views():
         em(views, priors, laps=0, gaussian_laps=1, progress=False)
     with pytest.raises(InputError, match="resume: needs checkpoint_dir"):
         em(views[:1], priors, laps=0, gaussian_laps=1, resume=True, progress=False)
+
+
+def test_view_to_moves_observations_noise_and_operators():
+    # The meta device stands in for a GPU: every tensor of the view must land there.
+    _, views = contrastive_toy(N=8)
+    view = View(views[1].y, torch.full((8, 1), 0.01), views[1].sources, views[1].operators)
+    moved = view.to("meta")
+    assert moved.y.device.type == "meta"
+    assert moved.noise_variance.device.type == "meta"
+    assert [A.M.device.type for A in moved.operators] == ["meta", "meta"]
+    assert moved.sources == view.sources and len(moved) == len(view)
+    assert view.y.device.type == "cpu"  # the original is left as it was
