@@ -74,7 +74,11 @@ def main() -> None:
         "--checkpoints", default=None, help="checkpoint directory (resume with --resume)"
     )
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), help="where EM runs (default: cuda when available)"
+    )
     args = parser.parse_args()
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     start = time.time()
     fields = simulate_fields(
@@ -107,6 +111,7 @@ def main() -> None:
         checkpoint_dir=args.checkpoints,
         resume=args.resume,
         seed=args.seed,
+        device=device,
     )
     elapsed = time.time() - start
     learned.metadata.update(
@@ -133,7 +138,7 @@ def main() -> None:
                 "sky_grid": learned["sky"].shape[-1],
             },
             "built_on": {
-                "device": "cpu",
+                "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
                 "threads": torch.get_num_threads(),
                 "machine": platform.machine(),
                 "torch": torch.__version__,
