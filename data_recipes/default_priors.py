@@ -11,9 +11,9 @@ On 2 CPU cores the shipped v6 set (a 40 x 40 galaxy stamp, 2.4"; 3 Gaussian + 10
 laps; one preconditioned CG iteration per E-step, the defaults here) took 95.0 minutes,
 peak 7.1 GB, diffusion laps of 8.5-9.4 minutes (the time taken is printed and recorded);
 the previous set, v3 (32 x 32, one unpreconditioned iteration), took 49.8 minutes.
-The recipe runs on the CPU:
-EM on a GPU needs its Gaussian starts and the E-step's gathering of samples moved off the
-CPU first.
+It runs on the GPU when there is one (--device). An E-step closer to the deblending
+sampler, ``--sampler pc --sampler-steps 32 --cg-iterations 3``, costs about 4.8 times as
+much (twice the steps, each about 2.4 times the cost; docs/validation.rst).
 With --checkpoints, --resume continues a killed run, or extends a finished one with a
 larger --laps.
 """
@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--gaussian-laps", type=int, default=3)
     parser.add_argument("--laps", type=int, default=10)
     parser.add_argument("--train-steps", type=int, default=1000)
+    parser.add_argument("--sampler", choices=("ddim", "pc"), default="ddim", help="E-step sampler")
     parser.add_argument("--sampler-steps", type=int, default=16)
     parser.add_argument(
         "--cg-iterations", type=int, default=1, help="CG iterations of the E-step sampler"
@@ -96,7 +97,7 @@ def main() -> None:
     train = {"steps": args.train_steps, "batch_size": 32, "lr": 2e-3}
     sampling = {
         "steps": args.sampler_steps,
-        "sampler": "ddim",
+        "sampler": args.sampler,
         "cg_iterations": args.cg_iterations,
         "batch_size": 64,
     }
