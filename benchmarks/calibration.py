@@ -19,6 +19,8 @@ Usage::
     python benchmarks/calibration.py                        # shipped priors
     python benchmarks/calibration.py --prior DIR --samples 32 --steps 64
     python benchmarks/calibration.py --galaxies 4 --separation 0.6   # a crowded blend
+    python benchmarks/calibration.py --sampler ddim --steps 16 --cg-iterations 1 \
+        --amplitude-width 0                                  # the EM recipe's E-step
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ def main() -> None:
     parser.add_argument("--fields", type=int, default=24, help="independent draws")
     parser.add_argument("--samples", type=int, default=32, help="posterior samples per draw")
     parser.add_argument("--steps", type=int, default=32, help="posterior sampler steps")
+    parser.add_argument(
+        "--sampler", choices=("pc", "ddim"), default="pc", help="posterior sampler (as run)"
+    )
     parser.add_argument(
         "--cg-iterations", type=int, default=3, help="CG iterations (as galdeblend run)"
     )
@@ -117,6 +122,7 @@ def main() -> None:
         problem.operators,
         problem.noise_variance.float()[None],
         n_samples=args.samples,
+        sampler=args.sampler,
         steps=args.steps,
         cg_iterations=args.cg_iterations,
         seed=args.seed,
@@ -153,7 +159,7 @@ def main() -> None:
     print(
         f"{args.fields} draws x {len(galaxies)} galaxies x {flux_true.shape[-1]} bands, "
         f"galaxy peak {args.snr:g} sigma, {args.samples} posterior samples, "
-        f"{args.steps} steps, {args.cg_iterations} CG iterations, amplitude width "
+        f"{args.sampler} {args.steps} steps, {args.cg_iterations} CG iterations, amplitude width "
         f"{args.amplitude_width:g}; "
         f"truth {t_truth:.0f} s, posterior {t_post:.0f} s"
     )
