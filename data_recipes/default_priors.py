@@ -29,6 +29,7 @@ import torch
 
 from galdeblend.allocator import retain_freed_memory
 from galdeblend.learn import learn, new_priors
+from galdeblend.priors import Priors
 from galdeblend.scene import PriorFrame
 from galdeblend.simulate import simulate_scene
 
@@ -76,6 +77,11 @@ def main() -> None:
     )
     parser.add_argument("--resume", action="store_true")
     parser.add_argument(
+        "--init",
+        help="continue from this prior set (its frame and networks; the frame and channel "
+        "options are then ignored) instead of new priors, e.g. with --gaussian-laps 0",
+    )
+    parser.add_argument(
         "--device", choices=("cpu", "cuda"), help="where EM runs (default: cuda when available)"
     )
     args = parser.parse_args()
@@ -91,9 +97,13 @@ def main() -> None:
     t_sim = time.time() - start
     frame = PriorFrame((len(BANDS), args.frame, args.frame), args.pixel_scale, BANDS, args.psf_fwhm)
     channels = tuple(int(c) for c in args.channels.split(","))
-    priors = new_priors(
-        frame, channels=channels, attention_levels=(len(channels) - 1,), seed=args.seed
-    )
+    if args.init:
+        priors = Priors.load(args.init)
+        channels = tuple(priors["galaxy"].denoiser.backbone.config["channels"])
+    else:
+        priors = new_priors(
+            frame, channels=channels, attention_levels=(len(channels) - 1,), seed=args.seed
+        )
     train = {"steps": args.train_steps, "batch_size": 32, "lr": 2e-3}
     sampling = {
         "steps": args.sampler_steps,
@@ -136,6 +146,7 @@ def main() -> None:
                 "sampling": sampling,
                 "laps": args.laps,
                 "gaussian_laps": args.gaussian_laps,
+                "init": args.init,
                 "sky_grid": learned["sky"].shape[-1],
             },
             "built_on": {
