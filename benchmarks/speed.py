@@ -255,7 +255,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--compile-mode",
-        default="default",
         help="torch.compile mode of the compiled variant (default: default; e.g. "
         "reduce-overhead for CUDA graphs, max-autotune: minutes of tuning per shape)",
     )
@@ -274,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         train_flops, sample_flops = flops_per_item(config, device)
         for variant_name in variants:
             variant = dict(VARIANTS[variant_name])
-            if "compile" in variant:
+            if "compile" in variant and args.compile_mode:
                 variant["compile"] = args.compile_mode
             peak = peaks[torch.bfloat16 if variant.get("bf16") else torch.float32]
             print(

@@ -95,12 +95,13 @@ def main() -> None:
         args.blank, seed=args.seed + 100_000, blank=True, stamp_arcsec=args.stamp_arcsec
     )
     t_sim = time.time() - start
-    frame = PriorFrame((len(BANDS), args.frame, args.frame), args.pixel_scale, BANDS, args.psf_fwhm)
-    channels = tuple(int(c) for c in args.channels.split(","))
     if args.init:
         priors = Priors.load(args.init)
-        channels = tuple(priors["galaxy"].denoiser.backbone.config["channels"])
     else:
+        frame = PriorFrame(
+            (len(BANDS), args.frame, args.frame), args.pixel_scale, BANDS, args.psf_fwhm
+        )
+        channels = tuple(int(c) for c in args.channels.split(","))
         priors = new_priors(
             frame, channels=channels, attention_levels=(len(channels) - 1,), seed=args.seed
         )
@@ -141,7 +142,7 @@ def main() -> None:
                 "learned_from": "noisy blended observations only (never the truth)",
             },
             "settings": {
-                "channels": list(channels),
+                "channels": list(learned["galaxy"].denoiser.backbone.config["channels"]),
                 "train": train,
                 "sampling": sampling,
                 "laps": args.laps,

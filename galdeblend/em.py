@@ -325,7 +325,8 @@ def _e_step(
         view = views[v]
         y, var, ops = _select(view, ids)
         samples = sample_posterior(
-            [current[k].to(y.device) for k in view.sources],  # a new Gaussian is on the CPU
+            # Gaussian starts and priors read from checkpoints are made on the CPU
+            [current[k].to(y.device) for k in view.sources],
             y,
             ops,
             var,
