@@ -1,0 +1,31 @@
+"""data_recipes/default_priors.py: what a prior set continued from ``--init`` records."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("galsim")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data_recipes"))
+import default_priors as recipe  # noqa: E402
+
+from galdeblend.learn import new_priors  # noqa: E402
+from galdeblend.scene import PriorFrame  # noqa: E402
+
+
+def test_a_continued_set_records_its_own_run_not_the_validation_of_its_start(tmp_path):
+    frame = PriorFrame((len(recipe.BANDS), 16, 16), 0.06, recipe.BANDS, 0.07)
+    start = new_priors(frame, channels=(8, 16), attention_levels=(1,))
+    start.metadata["validation"] = {"completeness": 0.84}  # figures of the starting set
+    start.save(tmp_path / "start")
+    recipe.main(
+        ["--init", str(tmp_path / "start"), "--out", str(tmp_path / "out")]
+        + ["--fields", "1", "--blank", "1", "--stamp-arcsec", "1.5", "--device", "cpu"]
+        + ["--gaussian-laps", "0", "--laps", "1", "--train-steps", "2", "--sampler-steps", "2"]
+    )
+    metadata = json.loads((tmp_path / "out" / "priors.json").read_text())["metadata"]
+    assert "validation" not in metadata
+    assert metadata["settings"]["init"] == str(tmp_path / "start")
+    assert metadata["settings"]["channels"] == [8, 16]
+    assert metadata["training"]["fields"] == 1 and metadata["training"]["laps"] == 1
