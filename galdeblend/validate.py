@@ -66,6 +66,7 @@ __all__ = [
     "flux_scores",
     "markdown_table",
     "score_blend",
+    "truth_stamps",
     "validate",
 ]
 
@@ -365,7 +366,7 @@ def _band_planes(truth_bands: Sequence[str], prior_bands: Sequence[str]) -> list
     return [names.index(b) for b in prior_bands]
 
 
-def _truth_stamps(truths: Sequence[SceneTruth], frame: PriorFrame) -> np.ndarray:
+def truth_stamps(truths: Sequence[SceneTruth], frame: PriorFrame) -> np.ndarray:
     """Every true galaxy in the prior frame centred on it, flux per prior pixel.
 
     Each galaxy's noiseless image on its truth's model grid (``SceneTruth.model``) is resampled
@@ -479,7 +480,7 @@ def _prior_pqmass(
 
     Returns the result and the number of true galaxies. Raises ImportError without ``pqm``
     (before sampling) and InputError when the bands do not match, there are too few
-    galaxies or the test is degenerate (:func:`_truth_stamps`, :func:`_shape_pqmass`).
+    galaxies or the test is degenerate (:func:`truth_stamps`, :func:`_shape_pqmass`).
     """
     from importlib.util import find_spec
 
@@ -487,7 +488,7 @@ def _prior_pqmass(
 
     if find_spec("pqm") is None:
         raise ImportError("PQMass needs the pqm package: pip install 'galdeblend[bench]'")
-    stamps = _truth_stamps(truths, priors.galaxy_frame)
+    stamps = truth_stamps(truths, priors.galaxy_frame)
     samples = sample_prior(priors["galaxy"], n_samples, steps=PRIOR_STEPS, seed=seed)
     return _shape_pqmass(samples.double().cpu().numpy(), stamps, seed=seed), len(stamps)
 
@@ -695,7 +696,7 @@ def validate(
         Unconditional galaxy-prior samples (:data:`PRIOR_STEPS` predictor-corrector steps,
         seed 0) compared by PQMass with the true galaxies of the scored blends; 0 skips the
         test, otherwise at least 5. The true galaxies are brought into the prior's frame by
-        :func:`_truth_stamps` (resampled to its pixels, bands matched by name, PSF widened to
+        :func:`truth_stamps` (resampled to its pixels, bands matched by name, PSF widened to
         the prior's where narrower), and samples and true galaxies alike are normalized per
         band by their peak pixel, since the prior works in per-instance flux units: the test
         compares shapes and colours, not fluxes. ``num_refs = max(2, min(100, (N + M) // 4,

@@ -32,9 +32,9 @@ from galdeblend.validate import (
     LEVELS,
     _shape_pqmass,
     _summary_table,
-    _truth_stamps,
     flux_scores,
     score_blend,
+    truth_stamps,
     validate,
 )
 
@@ -218,7 +218,7 @@ def test_validate_reports_prior_pqmass(runs, blob_priors, tmp_path, capsys):
         validate(simdir, results, outdir=tmp_path, priors=priors)
 
 
-def test_truth_stamps_resample_widen_psf_and_order_bands():
+def testtruth_stamps_resample_widen_psf_and_order_bands():
     """One Gaussian galaxy (sigma 0.25") at 0.1"/px with a 0.3" PSF into a 0.2"/px frame with
     a 0.5" PSF, bands in the prior's order."""
     grid = PriorFrame((2, 64, 64), 0.1, ("a", "b"), 0.3).at(SkyCoord(150.0, 2.0, unit="deg"))
@@ -236,7 +236,7 @@ def test_truth_stamps_resample_widen_psf_and_order_bands():
         survey_background={},
         survey_wcs={},
     )
-    (stamp,) = _truth_stamps([truth], PriorFrame((2, 32, 32), 0.2, ("F814W", "g"), 0.5))
+    (stamp,) = truth_stamps([truth], PriorFrame((2, 32, 32), 0.2, ("F814W", "g"), 0.5))
     flux = stamp.sum(axis=(1, 2))
     assert flux == pytest.approx([3.0, 1.0], rel=1e-4)
     yy, xx = np.mgrid[:32, :32]
@@ -248,13 +248,13 @@ def test_truth_stamps_resample_widen_psf_and_order_bands():
         expected = sigma**2 + (0.5**2 - 0.3**2) / (8 * np.log(2)) + 0.2**2 / 12
         assert variance == pytest.approx(expected, rel=0.03)
     with pytest.raises(InputError, match=r"\['y'\] have no true galaxy image.*hsc_g"):
-        _truth_stamps([truth], PriorFrame((2, 32, 32), 0.2, ("g", "y"), 0.5))
+        truth_stamps([truth], PriorFrame((2, 32, 32), 0.2, ("g", "y"), 0.5))
 
 
-def test_pqmass_of_truth_stamps_tells_copies_from_noise(runs):
+def test_pqmass_oftruth_stamps_tells_copies_from_noise(runs):
     simdir, _ = runs
     truths = [read_truth(simdir / f"blend_000{i}_truth.fits") for i in (0, 1)]
-    stamps = _truth_stamps(truths, TINY_FRAME)
+    stamps = truth_stamps(truths, TINY_FRAME)
     assert stamps.shape == (sum(len(t.galaxies) for t in truths), *TINY_FRAME.shape)
     rng = np.random.default_rng(0)
 

@@ -1,0 +1,95 @@
+"""Galaxy-prior samples against the true galaxies of simulated blends: shapes and texture.
+
+For the blends of a folder written by ``galdeblend simulate`` and a prior set, prints, for
+the true galaxies (:func:`galdeblend.validate.truth_stamps`: noiseless, resampled onto the
+prior's frame with its PSF) and for unconditional samples of the galaxy prior, the 10th,
+25th, 50th, 75th and 90th percentiles of
+
+1. the adaptive-moment ellipticity ``|e|`` and size ``sigma`` (galsim.hsm,
+   :func:`galdeblend.metrics.shape_moments`) in band ``--band``;
+2. the fraction of the stamp's summed light beyond 0.3", 0.6" and 0.9" of its centre in that
+   band;
+
+and per band the median over galaxies of the standard deviation of the pixels beyond 1" of
+the centre, as a fraction of the galaxy's brightest pixel: the texture of the stamp's
+outskirts, which is nil for the true galaxies.
+
+    python benchmarks/prior_shapes.py sims/ --prior galdeblend/data/priors/default
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from galdeblend.diffusion.samplers import sample_prior
+from galdeblend.metrics import shape_moments
+from galdeblend.priors import Priors
+from galdeblend.simulate import read_truth
+from galdeblend.validate import PRIOR_STEPS, truth_stamps
+
+PERCENTILES = (10, 25, 50, 75, 90)
+RADII = (0.3, 0.6, 0.9)  # arcsec
+OUTSKIRTS = 1.0  # arcsec
+
+
+def describe(stamps: np.ndarray, bands: list[str], band: str, pixel_scale: float) -> list[str]:
+    """Lines of figures for galaxy stamps ``(N, C, H, W)``, centred, in ``bands``."""
+    H, W = stamps.shape[-2:]
+    yy, xx = np.mgrid[:H, :W]
+    r = np.hypot(yy - (H - 1) / 2, xx - (W - 1) / 2) * pixel_scale
+    image = stamps[:, bands.index(band)]
+    moments = shape_moments(image, pixel_scale=pixel_scale)
+    total = image.sum((-2, -1))
+    rows = {
+        "|e|": np.hypot(moments.e1, moments.e2)[moments.ok],
+        'sigma (")': moments.sigma[moments.ok],
+        **{f'light beyond {R}"': image[:, r > R].sum(-1) / total for R in RADII},
+    }
+    lines = [
+        f"  {name:<20}" + "".join(f"{v:9.3f}" for v in np.percentile(values, PERCENTILES))
+        for name, values in rows.items()
+    ]
+    texture = np.median(stamps[..., r > OUTSKIRTS].std(-1) / stamps.max((-2, -1)), axis=0)
+    lines.append(
+        f'  pixel std beyond {OUTSKIRTS}" / peak: '
+        + ", ".join(f"{b} {t:.4f}" for b, t in zip(bands, texture, strict=True))
+    )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("simdir", type=Path)
+    parser.add_argument("--prior", required=True, help="prior set directory")
+    parser.add_argument("--samples", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=PRIOR_STEPS)
+    parser.add_argument("--band", default="i", help="band of the shapes and light profiles")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    priors = Priors.load(args.prior)
+    frame = priors.galaxy_frame
+    manifest = json.loads((args.simdir / "manifest.json").read_text())
+    truths = [
+        read_truth(args.simdir / scene["truth"])
+        for scene in manifest["scenes"]
+        if scene["kind"] == "blend"
+    ]
+    samples = sample_prior(priors["galaxy"], args.samples, steps=args.steps, seed=args.seed)
+    sets = {
+        f"true galaxies ({sum(len(t.galaxies) for t in truths)})": truth_stamps(truths, frame),
+        f"prior samples ({args.samples}, {args.steps} steps)": samples.double().numpy(),
+    }
+    bands = list(frame.bands)
+    print(f"band {args.band}; percentiles " + ", ".join(map(str, PERCENTILES)))
+    for name, stamps in sets.items():
+        print(name)
+        print("\n".join(describe(stamps, bands, args.band, frame.pixel_scale)))
+
+
+if __name__ == "__main__":
+    main()
