@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> None:
         "--device", choices=("cpu", "cuda"), help="where EM runs (default: cuda when available)"
     )
     args = parser.parse_args(argv)
+    if args.laps < 1:
+        parser.error("--laps must be at least 1: the recipe writes a diffusion galaxy prior")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     start = time.time()
