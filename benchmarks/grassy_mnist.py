@@ -486,8 +486,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.limit,
             classifier,
             device,
-            args.grass_scale,
-            args.tune_pcpca,
+            grass_scale=args.grass_scale,
+            tune=args.tune_pcpca,
         )
         tables.append(table(variant, results))
         print(tables[-1])  # as soon as it is done: a long run that is stopped keeps it

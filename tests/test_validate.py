@@ -218,7 +218,7 @@ def test_validate_reports_prior_pqmass(runs, blob_priors, tmp_path, capsys):
         validate(simdir, results, outdir=tmp_path, priors=priors)
 
 
-def testtruth_stamps_resample_widen_psf_and_order_bands():
+def test_truth_stamps_resample_widen_psf_and_order_bands():
     """One Gaussian galaxy (sigma 0.25") at 0.1"/px with a 0.3" PSF into a 0.2"/px frame with
     a 0.5" PSF, bands in the prior's order."""
     grid = PriorFrame((2, 64, 64), 0.1, ("a", "b"), 0.3).at(SkyCoord(150.0, 2.0, unit="deg"))
@@ -251,7 +251,7 @@ def testtruth_stamps_resample_widen_psf_and_order_bands():
         truth_stamps([truth], PriorFrame((2, 32, 32), 0.2, ("g", "y"), 0.5))
 
 
-def test_pqmass_oftruth_stamps_tells_copies_from_noise(runs):
+def test_pqmass_of_truth_stamps_tells_copies_from_noise(runs):
     simdir, _ = runs
     truths = [read_truth(simdir / f"blend_000{i}_truth.fits") for i in (0, 1)]
     stamps = truth_stamps(truths, TINY_FRAME)
