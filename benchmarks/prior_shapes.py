@@ -12,7 +12,9 @@ prior's frame with its PSF) and for unconditional samples of the galaxy prior, t
 
 and per band the median over galaxies of the standard deviation of the pixels beyond 1" of
 the centre, as a fraction of the galaxy's brightest pixel: the texture of the stamp's
-outskirts, which is nil for the true galaxies.
+outskirts, which is nil for the true galaxies; the same after subtracting the stamp smoothed
+by a Gaussian of 2 pixels standard deviation (high-pass), which keeps only the structure on
+the scale of a few pixels.
 
     python benchmarks/prior_shapes.py sims/ --prior galdeblend/data/priors/default
 """
@@ -24,6 +26,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 
 from galdeblend.diffusion.samplers import sample_prior
 from galdeblend.metrics import shape_moments
@@ -34,6 +37,22 @@ from galdeblend.validate import PRIOR_STEPS, truth_stamps
 PERCENTILES = (10, 25, 50, 75, 90)
 RADII = (0.3, 0.6, 0.9)  # arcsec
 OUTSKIRTS = 1.0  # arcsec
+HIGH_PASS = 2.0  # pixels
+
+
+def outskirts_texture(
+    stamps: np.ndarray, pixel_scale: float, *, high_pass: bool = False
+) -> np.ndarray:
+    """Per band ``(C,)``: the median over stamps ``(N, C, H, W)`` of the standard deviation of
+    the pixels beyond ``OUTSKIRTS`` of the centre over the stamp's brightest pixel; with
+    ``high_pass``, of the stamp minus its Gaussian smoothing by ``HIGH_PASS`` pixels."""
+    H, W = stamps.shape[-2:]
+    yy, xx = np.mgrid[:H, :W]
+    r = np.hypot(yy - (H - 1) / 2, xx - (W - 1) / 2) * pixel_scale
+    peak = stamps.max((-2, -1))
+    if high_pass:
+        stamps = stamps - gaussian_filter(stamps, (0, 0, HIGH_PASS, HIGH_PASS))
+    return np.median(stamps[..., r > OUTSKIRTS].std(-1) / peak, axis=0)
 
 
 def describe(stamps: np.ndarray, bands: list[str], band: str, pixel_scale: float) -> list[str]:
@@ -53,11 +72,12 @@ def describe(stamps: np.ndarray, bands: list[str], band: str, pixel_scale: float
         f"  {name:<20}" + "".join(f"{v:9.3f}" for v in np.percentile(values, PERCENTILES))
         for name, values in rows.items()
     ]
-    texture = np.median(stamps[..., r > OUTSKIRTS].std(-1) / stamps.max((-2, -1)), axis=0)
-    lines.append(
-        f'  pixel std beyond {OUTSKIRTS}" / peak: '
-        + ", ".join(f"{b} {t:.4f}" for b, t in zip(bands, texture, strict=True))
-    )
+    for label, high_pass in (("pixel std", False), ("high-pass std", True)):
+        texture = outskirts_texture(stamps, pixel_scale, high_pass=high_pass)
+        lines.append(
+            f'  {label} beyond {OUTSKIRTS}" / peak: '
+            + ", ".join(f"{b} {t:.4f}" for b, t in zip(bands, texture, strict=True))
+        )
     return lines
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from galdeblend.allocator import retain_freed_memory
+from galdeblend.diffusion.gaussian import GaussianPrior
 from galdeblend.learn import learn, new_priors
 from galdeblend.priors import Priors
 from galdeblend.scene import PriorFrame
@@ -61,6 +62,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--psf-fwhm", type=float, default=0.07)
     parser.add_argument("--channels", default="16,32,64")
     parser.add_argument("--gaussian-laps", type=int, default=3)
+    parser.add_argument(
+        "--gaussian-rank", type=int, default=16, help="rank of the Gaussian laps' covariances"
+    )
+    parser.add_argument(
+        "--start-fwhm",
+        type=float,
+        default=0.0,
+        help="start EM from a galaxy prior smooth on this scale (arcsec; "
+        "GaussianPrior.smooth) instead of N(0, I) (0)",
+    )
     parser.add_argument("--laps", type=int, default=10)
     parser.add_argument("--train-steps", type=int, default=1000)
     parser.add_argument("--sampler", choices=("ddim", "pc"), default="ddim", help="E-step sampler")
@@ -114,12 +125,23 @@ def main(argv: list[str] | None = None) -> None:
         "cg_iterations": args.cg_iterations,
         "batch_size": 64,
     }
+    galaxy_start = None
+    if args.start_fwhm > 0:
+        schedule = priors["galaxy"].schedule
+        galaxy_start = GaussianPrior.smooth(
+            priors.galaxy_frame.shape,
+            args.start_fwhm / priors.galaxy_frame.pixel_scale,
+            sigma_min=schedule.sigma_min,
+            sigma_max=schedule.sigma_max,
+        )
     learned = learn(
         fields,
         blank=blank,
         priors=priors,
         laps=args.laps,
         gaussian_laps=args.gaussian_laps,
+        gaussian_rank=args.gaussian_rank,
+        start=galaxy_start,
         train=train,
         sampling=sampling,
         checkpoint_dir=args.checkpoints,
@@ -152,6 +174,8 @@ def main(argv: list[str] | None = None) -> None:
                 "sampling": sampling,
                 "laps": args.laps,
                 "gaussian_laps": args.gaussian_laps,
+                "gaussian_rank": args.gaussian_rank,
+                "start_fwhm_arcsec": args.start_fwhm,
                 "init": args.init,
                 "sky_grid": learned["sky"].shape[-1],
             },

@@ -88,6 +88,7 @@ def learn(
     train: dict | None = None,
     sampling: dict | None = None,
     gaussian_rank: int = 16,
+    start: GaussianPrior | None = None,
     seed: int = 0,
     progress: bool = True,
     device: str | torch.device | None = None,
@@ -107,6 +108,9 @@ def learn(
         See :func:`galdeblend.em.em`.
     gaussian_rank : int
         Rank of the Gaussian covariances (the galaxy initialization and the sky).
+    start : GaussianPrior, optional
+        The galaxy prior of the first Gaussian lap's E-step (default ``N(0, I)``), e.g.
+        :meth:`GaussianPrior.smooth` at the coarsest band's resolution.
     device : str or torch.device, optional
         Where the E- and M-steps run (default: ``cuda`` when available). The scenes are
         built on the CPU, and the learned priors are returned on the CPU.
@@ -137,6 +141,7 @@ def learn(
         algorithm=algorithm,
         order=["sky", "galaxy"] if algorithm == "sequential" else None,
         gaussian_rank=gaussian_rank,
+        init={"galaxy": start} if start is not None else None,
         train=train,
         sampling=sampling,
         checkpoint_dir=checkpoint_dir,
@@ -151,6 +156,7 @@ def learn(
             "blank_fields": len(blank),
             "laps": laps,
             "gaussian_laps": gaussian_laps,
+            "gaussian_rank": gaussian_rank,
             "algorithm": algorithm,
             "seed": seed,
             "train": train or {},

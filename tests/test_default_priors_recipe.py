@@ -1,4 +1,4 @@
-"""data_recipes/default_priors.py: what a prior set continued from ``--init`` records."""
+"""data_recipes/default_priors.py: what a prior set records, from ``--init`` or a smooth start."""
 
 import json
 import sys
@@ -36,3 +36,26 @@ def test_no_diffusion_lap_is_refused_before_any_work(tmp_path, capsys):
         recipe.main(["--laps", "0", "--out", str(tmp_path / "out")])
     assert "--laps must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_smooth_start_reaches_em_and_is_recorded(tmp_path, monkeypatch):
+    starts, recipe_learn = [], recipe.learn
+
+    def learn(*args, start=None, **kwargs):
+        starts.append(start)
+        return recipe_learn(*args, start=start, **kwargs)
+
+    monkeypatch.setattr(recipe, "learn", learn)
+    recipe.main(
+        ["--out", str(tmp_path / "out"), "--frame", "16", "--channels", "8,16"]
+        + ["--fields", "1", "--blank", "1", "--stamp-arcsec", "1.5", "--device", "cpu"]
+        + ["--start-fwhm", "0.3", "--gaussian-rank", "4", "--gaussian-laps", "1"]
+        + ["--laps", "1", "--train-steps", "2", "--sampler-steps", "2"]
+    )
+    (start,) = starts
+    assert start.shape == (len(recipe.BANDS), 16, 16)
+    # bumps of 0.3" = 5 pixels FWHM on a grid of 1.5 * 5 / 2.355 = 3.2 pixels: 5 x 5 per band
+    assert start.rank == len(recipe.BANDS) * 5 * 5
+    metadata = json.loads((tmp_path / "out" / "priors.json").read_text())["metadata"]
+    assert metadata["settings"]["start_fwhm_arcsec"] == 0.3
+    assert metadata["training"]["gaussian_rank"] == 4

@@ -70,6 +70,34 @@ def test_gaussian_em_recovers_both_sources(algorithm):
         assert rel_err(learned[k].covariance(), truth[k].covariance()) < 0.15
 
 
+@pytest.mark.parametrize("start_variance", [1.0, 0.01])
+def test_unobserved_coordinates_keep_the_start_variance(start_variance):
+    """The posterior is the prior wherever no operator reaches, so a Gaussian lap hands the
+    start's variance on to the learned prior there (why a smooth start avoids a texture)."""
+    g = torch.Generator().manual_seed(0)
+    N = 1000
+    A = Matrix(torch.eye(4, dtype=DT)[:2])  # sees coordinates 0 and 1 only
+    y = A.forward(torch.randn(N, 4, generator=g, dtype=DT))
+    y = y + 0.03 * torch.randn(N, 2, generator=g, dtype=DT)
+    start = GaussianPrior(
+        torch.zeros(4, dtype=DT),
+        torch.tensor([1.0, 1.0, start_variance, start_variance], dtype=DT),
+        sigma_max=30.0,
+    )
+    learned = em(
+        [View(y, 0.03**2, ["a"], [A])],
+        {"a": diffusion_priors()["a"]},
+        laps=0,
+        gaussian_laps=1,
+        init={"a": start},
+        gaussian_rank=0,
+        sampling=dict(steps=64, sampler="pc", cg_iterations=3, batch_size=N),
+        progress=False,
+    )["a"]
+    torch.testing.assert_close(learned.cov_diag[2:], start.cov_diag[2:], rtol=0.12, atol=0)
+    torch.testing.assert_close(learned.cov_diag[:2], torch.ones(2, dtype=DT), rtol=0.12, atol=0)
+
+
 def test_gaussian_rank_per_kind():
     _, views = contrastive_toy(N=200)
     priors = {k: GaussianPrior(torch.zeros(4, dtype=DT), 1.0, sigma_max=30.0) for k in "ab"}

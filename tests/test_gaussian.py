@@ -27,6 +27,15 @@ def test_denoiser_is_the_closed_form():
         torch.testing.assert_close(out[i], prior.mean + K @ (x_t[i] - prior.mean))
 
 
+def test_denoiser_at_one_noise_level_for_the_batch_is_the_closed_form():
+    prior = planted()
+    Sigma = prior.covariance()
+    x_t = torch.randn(3, 12, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    sigma = torch.full((3,), 0.7, dtype=torch.float64)
+    K = Sigma @ torch.linalg.inv(Sigma + 0.49 * torch.eye(12, dtype=torch.float64))
+    torch.testing.assert_close(prior(x_t, sigma), prior.mean + (x_t - prior.mean) @ K.T)
+
+
 def test_log_prob_and_sample():
     prior = planted()
     x = prior.sample(5, seed=3)
@@ -71,3 +80,22 @@ def test_fit_with_rank_above_the_dimension():
         truth.covariance()
     )
     assert err < 0.03
+
+
+def test_smooth_prior_has_unit_variance_and_no_pixel_scale_power():
+    fwhm = 6.0
+    prior = GaussianPrior.smooth((2, 24, 24), fwhm, floor=1e-3)
+    assert prior.rank == 2 * 6 * 6  # spacing 1.5 * 6 / 2.355 = 3.8 pixels
+    cov = prior.covariance().reshape(2, 24, 24, 2, 24, 24)
+    inner = cov[0, 6:18, 6:18, 0, 6:18, 6:18].reshape(144, 144)
+    assert 0.88 < float(inner.diagonal().min()) and float(inner.diagonal().max()) < 1.001
+    # neighbouring pixels are almost fully correlated; the planes are independent
+    var = cov[0, 12, 12, 0, 12, 12]
+    assert float(cov[0, 12, 12, 0, 12, 13] / var) > 0.9
+    assert float(cov[0, :, :, 1].abs().max()) == 0.0
+    # the checkerboard (Nyquist) pattern keeps the floor's variance (N(0, I) would give 1)
+    y, x = torch.meshgrid(torch.arange(24), torch.arange(24), indexing="ij")
+    v = torch.zeros(2, 24, 24)
+    v[0] = (-1.0) ** (y + x) / 24.0
+    v = v.reshape(-1).double()
+    assert float(v @ prior.covariance().double() @ v) < 1.1e-3

@@ -2,7 +2,7 @@
 
 ``x ~ N(mu, Sigma)`` with ``Sigma = diag(d) + U U^T`` (``U`` of shape ``(D, r)``). Its
 denoiser is analytic (Tweedie): ``E[x | x_t] = x_t - sigma^2 (Sigma + sigma^2 I)^-1 (x_t - mu)``,
-evaluated with the Woodbury identity in ``O(D r^2)`` per item. It initializes EM
+evaluated with the Woodbury identity in ``O(D r^2)`` per noise level. It initializes EM
 (Rozet et al. 2024, Sec. 4.2; Wagner-Carena et al. 2025, Sec. 3.3).
 """
 
@@ -62,6 +62,45 @@ class GaussianPrior(nn.Module):
         self.register_buffer("cov_factors", cov_factors.to(mean.dtype).clone())
         self.schedule = VESchedule(sigma_min, sigma_max)
 
+    @classmethod
+    def smooth(
+        cls,
+        shape: tuple[int, int, int],
+        fwhm: float,
+        *,
+        floor: float = 1e-3,
+        sigma_min: float = 1e-3,
+        sigma_max: float = 1e2,
+    ) -> GaussianPrior:
+        """Zero-mean prior ``(C, H, W)`` whose samples are smooth on the scale ``fwhm`` (pixels).
+
+        In each plane, independently: Gaussian bumps of that FWHM (standard deviation ``s``)
+        centred on a square grid of spacing ``1.5 s``, close enough for the variance to ripple
+        by about 5% (the low-rank factors, rank about ``C (H / 1.5 s) (W / 1.5 s)``), scaled
+        so that the variance per pixel is at most 1 and about 1 away from the edges, plus
+        ``floor`` on the diagonal. An
+        EM start whose variance below the operators' resolution is ``floor``: the posterior
+        keeps a prior's structure that no observation constrains, so a white ``N(0, I)``
+        start leaves that white structure in the learned prior.
+        """
+        C, H, W = shape
+        width = float(fwhm) / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+        spacing = max(1.5 * width, 1.0)
+        cy = torch.arange(spacing / 2 - 0.5, H, spacing, dtype=torch.float64)
+        cx = torch.arange(spacing / 2 - 0.5, W, spacing, dtype=torch.float64)
+        gy = torch.exp(-((torch.arange(H)[:, None] - cy) ** 2) / (2 * width**2))  # (H, ny)
+        gx = torch.exp(-((torch.arange(W)[:, None] - cx) ** 2) / (2 * width**2))  # (W, nx)
+        bumps = torch.einsum("ha,wb->hwab", gy, gx).reshape(H * W, -1)  # (H W, k)
+        bumps = bumps / bumps.square().sum(1).max().sqrt()
+        factors = torch.block_diag(*[bumps] * C).to(torch.float32)  # (C H W, C k)
+        return cls(
+            torch.zeros(shape),
+            floor,
+            factors,
+            sigma_min=sigma_min,
+            sigma_max=sigma_max,
+        )
+
     @property
     def rank(self) -> int:
         return self.cov_factors.shape[1]
@@ -78,8 +117,14 @@ class GaussianPrior(nn.Module):
         w = v / d
         if U.shape[1] == 0:
             return w
+        eye = torch.eye(U.shape[1], dtype=v.dtype, device=v.device)
+        if bool((sigma2 == sigma2[0]).all()):
+            # one noise level for the batch (a sampler's step): one (r, r) system, O(D r^2)
+            Ud = U / d[0].unsqueeze(-1)  # (D, r)
+            z = torch.linalg.solve(eye + U.T @ Ud, (w @ U).T).T  # (B, r)
+            return w - z @ Ud.T
         Ud = U.unsqueeze(0) / d.unsqueeze(-1)  # (B, D, r)
-        K = torch.eye(U.shape[1], dtype=v.dtype, device=v.device) + U.T @ Ud  # (B, r, r)
+        K = eye + U.T @ Ud  # (B, r, r)
         z = torch.linalg.solve(K, (w @ U).unsqueeze(-1)).squeeze(-1)  # (B, r)
         return w - torch.einsum("bdr,br->bd", Ud, z)
 
