@@ -272,6 +272,7 @@ def cmd_learn(args) -> int:
     if distributed.is_main():
         learned.save(out)
         print(f"priors written to {out}")
+    distributed.barrier()  # the ranks close their process group together
     return 0
 
 

@@ -129,6 +129,7 @@ def worker(out: Path) -> None:
     (out / f"saved_laps_{distributed.rank()}.json").write_text(json.dumps(saved_laps))
     if distributed.is_main():
         torch.save(results, out / "two_ranks.pt")
+    distributed.barrier()  # as galdeblend learn does: the ranks close the group together
 
 
 def run(command: list[str], ranks: int) -> subprocess.CompletedProcess:
