@@ -7,7 +7,7 @@ standard deviation beyond 1" of the centre over the sample's brightest pixel, in
 high-pass: benchmarks/prior_shapes.py):
 
 - ``white``: the recipe's default ``N(0, I)``;
-- ``smooth``: :meth:`galdeblend.diffusion.gaussian.GaussianPrior.smooth` on ``--start-fwhm``.
+- ``smooth``: :func:`galdeblend.learn.smooth_start` on ``--start-fwhm``.
 
     python benchmarks/em_start.py --start smooth --start-fwhm 0.5 --rank 128
 """
@@ -23,7 +23,7 @@ import torch
 from prior_shapes import outskirts_texture
 
 from galdeblend.diffusion.gaussian import GaussianPrior
-from galdeblend.learn import learn, new_priors
+from galdeblend.learn import learn, new_priors, smooth_start
 from galdeblend.scene import PriorFrame
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data_recipes"))
@@ -54,12 +54,16 @@ def main(argv: list[str] | None = None) -> None:
     fields = recipe.simulate_fields(args.fields, seed=0, blank=False, stamp_arcsec=4.0)
     blank = recipe.simulate_fields(args.blank, seed=100_000, blank=True, stamp_arcsec=4.0)
     priors = new_priors(frame, channels=(16, 32, 64), attention_levels=(2,), seed=0)
-    schedule = priors["galaxy"].schedule
-    limits = dict(sigma_min=schedule.sigma_min, sigma_max=schedule.sigma_max)
     if args.start == "smooth":
-        start = GaussianPrior.smooth(frame.shape, args.start_fwhm / frame.pixel_scale, **limits)
+        start = smooth_start(priors, args.start_fwhm)
     else:
-        start = GaussianPrior(torch.zeros(frame.shape), 1.0, **limits)
+        schedule = priors["galaxy"].schedule
+        start = GaussianPrior(
+            torch.zeros(frame.shape),
+            1.0,
+            sigma_min=schedule.sigma_min,
+            sigma_max=schedule.sigma_max,
+        )
     print(f"{args.start} start, Gaussian laps of rank {args.rank}, {args.fields} fields")
     report(start, frame.bands, frame.pixel_scale, "start")
     t0 = time.time()

@@ -40,15 +40,20 @@ OUTSKIRTS = 1.0  # arcsec
 HIGH_PASS = 2.0  # pixels
 
 
+def radius(shape: tuple[int, ...], pixel_scale: float) -> np.ndarray:
+    """Distance in arcsec of each pixel of the last two axes of ``shape`` from the centre."""
+    H, W = shape[-2:]
+    yy, xx = np.mgrid[:H, :W]
+    return np.hypot(yy - (H - 1) / 2, xx - (W - 1) / 2) * pixel_scale
+
+
 def outskirts_texture(
     stamps: np.ndarray, pixel_scale: float, *, high_pass: bool = False
 ) -> np.ndarray:
     """Per band ``(C,)``: the median over stamps ``(N, C, H, W)`` of the standard deviation of
     the pixels beyond ``OUTSKIRTS`` of the centre over the stamp's brightest pixel; with
     ``high_pass``, of the stamp minus its Gaussian smoothing by ``HIGH_PASS`` pixels."""
-    H, W = stamps.shape[-2:]
-    yy, xx = np.mgrid[:H, :W]
-    r = np.hypot(yy - (H - 1) / 2, xx - (W - 1) / 2) * pixel_scale
+    r = radius(stamps.shape, pixel_scale)
     peak = stamps.max((-2, -1))
     if high_pass:
         stamps = stamps - gaussian_filter(stamps, (0, 0, HIGH_PASS, HIGH_PASS))
@@ -57,9 +62,7 @@ def outskirts_texture(
 
 def describe(stamps: np.ndarray, bands: list[str], band: str, pixel_scale: float) -> list[str]:
     """Lines of figures for galaxy stamps ``(N, C, H, W)``, centred, in ``bands``."""
-    H, W = stamps.shape[-2:]
-    yy, xx = np.mgrid[:H, :W]
-    r = np.hypot(yy - (H - 1) / 2, xx - (W - 1) / 2) * pixel_scale
+    r = radius(stamps.shape, pixel_scale)
     image = stamps[:, bands.index(band)]
     moments = shape_moments(image, pixel_scale=pixel_scale)
     total = image.sum((-2, -1))

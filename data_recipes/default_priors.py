@@ -28,8 +28,7 @@ import numpy as np
 import torch
 
 from galdeblend.allocator import retain_freed_memory
-from galdeblend.diffusion.gaussian import GaussianPrior
-from galdeblend.learn import learn, new_priors
+from galdeblend.learn import learn, new_priors, smooth_start
 from galdeblend.priors import Priors
 from galdeblend.scene import PriorFrame
 from galdeblend.simulate import simulate_scene
@@ -70,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         type=float,
         default=0.0,
         help="start EM from a galaxy prior smooth on this scale (arcsec; "
-        "GaussianPrior.smooth) instead of N(0, I) (0)",
+        "galdeblend.learn.smooth_start) instead of N(0, I) (0)",
     )
     parser.add_argument("--laps", type=int, default=10)
     parser.add_argument("--train-steps", type=int, default=1000)
@@ -125,15 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         "cg_iterations": args.cg_iterations,
         "batch_size": 64,
     }
-    galaxy_start = None
-    if args.start_fwhm > 0:
-        schedule = priors["galaxy"].schedule
-        galaxy_start = GaussianPrior.smooth(
-            priors.galaxy_frame.shape,
-            args.start_fwhm / priors.galaxy_frame.pixel_scale,
-            sigma_min=schedule.sigma_min,
-            sigma_max=schedule.sigma_max,
-        )
+    galaxy_start = smooth_start(priors, args.start_fwhm) if args.start_fwhm > 0 else None
     learned = learn(
         fields,
         blank=blank,

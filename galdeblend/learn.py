@@ -23,7 +23,7 @@ from galdeblend.io.observation import Observation
 from galdeblend.priors import Priors
 from galdeblend.scene import SKY_GRID, PriorFrame, build_problem, place_instances
 
-__all__ = ["field_view", "new_priors", "learn"]
+__all__ = ["field_view", "new_priors", "smooth_start", "learn"]
 
 
 def new_priors(
@@ -48,6 +48,18 @@ def new_priors(
         torch.zeros(1, sky_grid, sky_grid), 1.0, sigma_min=sigma_min, sigma_max=sigma_max
     )
     return Priors({"galaxy": galaxy, "sky": sky}, galaxy_frame)
+
+
+def smooth_start(priors: Priors, fwhm: float) -> GaussianPrior:
+    """A galaxy EM start for :func:`learn` smooth on ``fwhm`` arcsec
+    (:meth:`GaussianPrior.smooth` on the galaxy frame, with the galaxy prior's noise range)."""
+    frame, schedule = priors.galaxy_frame, priors["galaxy"].schedule
+    return GaussianPrior.smooth(
+        frame.shape,
+        fwhm / frame.pixel_scale,
+        sigma_min=schedule.sigma_min,
+        sigma_max=schedule.sigma_max,
+    )
 
 
 def field_view(
@@ -110,7 +122,7 @@ def learn(
         Rank of the Gaussian covariances (the galaxy initialization and the sky).
     start : GaussianPrior, optional
         The galaxy prior of the first Gaussian lap's E-step (default ``N(0, I)``), e.g.
-        :meth:`GaussianPrior.smooth` at the coarsest band's resolution.
+        :func:`smooth_start` at the coarsest band's resolution.
     device : str or torch.device, optional
         Where the E- and M-steps run (default: ``cuda`` when available). The scenes are
         built on the CPU, and the learned priors are returned on the CPU.

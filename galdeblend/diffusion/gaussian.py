@@ -78,10 +78,9 @@ class GaussianPrior(nn.Module):
         centred on a square grid of spacing ``1.5 s``, close enough for the variance to ripple
         by about 5% (the low-rank factors, rank about ``C (H / 1.5 s) (W / 1.5 s)``), scaled
         so that the variance per pixel is at most 1 and about 1 away from the edges, plus
-        ``floor`` on the diagonal. An
-        EM start whose variance below the operators' resolution is ``floor``: the posterior
-        keeps a prior's structure that no observation constrains, so a white ``N(0, I)``
-        start leaves that white structure in the learned prior.
+        ``floor`` on the diagonal. An EM start whose variance below the operators' resolution
+        is ``floor``: the posterior keeps a prior's structure that no observation constrains,
+        so a white ``N(0, I)`` start leaves that white structure in the learned prior.
         """
         C, H, W = shape
         width = float(fwhm) / (2.0 * math.sqrt(2.0 * math.log(2.0)))
