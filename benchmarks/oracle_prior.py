@@ -1,0 +1,146 @@
+"""An oracle galaxy prior, trained on the true galaxies: the EM prior's share of the errors.
+
+The shipped priors are learned by EM from noisy blends alone. To tell how much of the
+deblending error (and of the too-narrow posterior intervals of crowded blends) comes from
+that prior not being the simulated population, and how much from the rest of the pipeline
+(detection, flux scales, sampler, amplitude step), this script trains the galaxy prior's
+network on the *true* galaxies of simulated fields instead. It is a diagnostic, never a
+prior to ship.
+
+The fields are the recipe's (``data_recipes/default_priors.py``: HSC + HST, 4" stamps,
+seeds from ``--seed``). Each true galaxy (:func:`galdeblend.validate.truth_stamps`: noiseless,
+in the prior frame centred on it, with the prior's PSF) is put in the units the deblender
+gives it, its flux scale per band measured from the noisy data at its true position
+(:func:`galdeblend.scene.place_instances`), with the 8 flips and quarter turns of the stamp
+(the prior frame's PSF is round). The galaxy network of ``--init`` is trained on them
+(warm-started); its sky prior is kept. Deblend with ``galdeblend run --prior OUT``.
+
+    python benchmarks/oracle_prior.py --init galdeblend/data/priors/default --out oracle
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from astropy.coordinates import SkyCoord
+
+from galdeblend.io.simulation_fits import read_truth, write_scene
+from galdeblend.priors import Priors
+from galdeblend.scene import PriorFrame, place_instances
+from galdeblend.simulate import simulate_scene
+from galdeblend.validate import truth_stamps
+
+SURVEYS = ("hsc", "hst")
+MODEL_MAGZERO = 31.4  # AB magnitude of 1 nJy, the unit of the truth's model frame
+
+
+def adu_per_njy(scene, bands: tuple[str, ...]) -> np.ndarray:
+    """``(C,)``: image units per nJy of the survey that observes each prior band."""
+    factors = []
+    for band in bands:
+        survey = next(f for f in scene.surveys.values() if band in f.bands)
+        magzero = survey.magzero[survey.bands.index(band)]
+        factors.append(10.0 ** (0.4 * (magzero - MODEL_MAGZERO)))
+    return np.array(factors)
+
+
+def true_galaxies(scene, frame: PriorFrame, workdir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The scene's true galaxies in prior units ``(K, C, H, W)`` and the fraction of each
+    band's survey-frame light that the scaled stamps hold ``(K, C)`` (1 when nothing
+    falls outside the stamp)."""
+    write_scene(scene, workdir, "field")
+    truth = read_truth(workdir / "field_truth.fits")
+    stamps = truth_stamps([truth], frame) * adu_per_njy(scene, frame.bands)[:, None, None]
+    positions = SkyCoord(scene.sky_coords[:, 0], scene.sky_coords[:, 1], unit="deg")
+    galaxies = [
+        inst
+        for inst in place_instances(scene.observations(), frame, positions=positions)
+        if inst.kind == "galaxy"
+    ]
+    scale = np.stack([inst.scale for inst in galaxies])  # (K, C)
+    survey_flux = np.concatenate(
+        [truth.survey_galaxies[s].sum((-2, -1)) for s in SURVEYS], axis=1
+    )  # (K, C): the surveys' bands in the prior's order (HSC g..y, then F814W)
+    return stamps / scale[:, :, None, None], stamps.sum((-2, -1)) / survey_flux
+
+
+def dihedral(x: np.ndarray) -> np.ndarray:
+    """The 8 flips and quarter turns of stamps ``(N, C, H, W)``: ``(8 N, C, H, W)``."""
+    turns = [np.rot90(x, k, axes=(-2, -1)) for k in range(4)]
+    return np.concatenate(turns + [t[..., ::-1] for t in turns])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--init", default="galdeblend/data/priors/default")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--fields", type=int, default=384)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=3000)
+    args = parser.parse_args(argv)
+
+    start = time.time()
+    priors = Priors.load(args.init)
+    frame = priors.galaxy_frame
+    if tuple(frame.bands) != ("g", "r", "i", "z", "y", "F814W"):
+        raise SystemExit(f"oracle_prior: expected the recipe's bands, got {frame.bands}")
+    x, held = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.fields):
+            scene = simulate_scene(SURVEYS, seed=args.seed + i, stamp_arcsec=4.0)
+            x_k, held_k = true_galaxies(scene, frame, Path(tmp))
+            x.append(x_k)
+            held.append(held_k)
+    x, held = np.concatenate(x), np.concatenate(held)
+    t_data = time.time() - start
+    print(
+        f"{len(x)} true galaxies from {args.fields} fields ({t_data:.0f} s); "
+        f"light in the stamp / in the survey, percentiles 10/50/90 per band: "
+        + ", ".join(
+            f"{b} {' '.join(f'{v:.3f}' for v in np.percentile(held[:, c], (10, 50, 90)))}"
+            for c, b in enumerate(frame.bands)
+        )
+    )
+    peak = x.max((-2, -1))
+    print(
+        "peak in prior units, percentiles 10/50/90 per band: "
+        + ", ".join(
+            f"{b} {' '.join(f'{v:.2f}' for v in np.percentile(peak[:, c], (10, 50, 90)))}"
+            for c, b in enumerate(frame.bands)
+        )
+    )
+    samples = torch.from_numpy(np.ascontiguousarray(dihedral(x))).float()
+    galaxy = priors["galaxy"].fit(
+        samples, steps=args.steps, batch_size=32, lr=2e-3, seed=args.seed, progress=True
+    )
+    metadata = {k: v for k, v in priors.metadata.items() if k != "validation"}
+    oracle = Priors(
+        {"galaxy": galaxy, "sky": priors["sky"]},
+        frame,
+        {
+            **metadata,
+            "name": f"oracle from {args.init}",
+            "recipe": "benchmarks/oracle_prior.py",
+            "oracle": {
+                "learned_from": "the true galaxies (a diagnostic; never ship it)",
+                "fields": args.fields,
+                "galaxies": len(x),
+                "seed": args.seed,
+                "steps": args.steps,
+                "init": args.init,
+            },
+        },
+    )
+    oracle.save(args.out)
+    print(f"oracle priors written to {args.out} in {(time.time() - start) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
