@@ -32,21 +32,10 @@ from astropy.coordinates import SkyCoord
 from galdeblend.io.simulation_fits import read_truth, write_scene
 from galdeblend.priors import Priors
 from galdeblend.scene import PriorFrame, place_instances
-from galdeblend.simulate import simulate_scene
+from galdeblend.simulate import get_survey, simulate_scene
 from galdeblend.validate import truth_stamps
 
 SURVEYS = ("hsc", "hst")
-MODEL_MAGZERO = 31.4  # AB magnitude of 1 nJy, the unit of the truth's model frame
-
-
-def adu_per_njy(scene, bands: tuple[str, ...]) -> np.ndarray:
-    """``(C,)``: image units per nJy of the survey that observes each prior band."""
-    factors = []
-    for band in bands:
-        survey = next(f for f in scene.surveys.values() if band in f.bands)
-        magzero = survey.magzero[survey.bands.index(band)]
-        factors.append(10.0 ** (0.4 * (magzero - MODEL_MAGZERO)))
-    return np.array(factors)
 
 
 def true_galaxies(scene, frame: PriorFrame, workdir: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -55,7 +44,15 @@ def true_galaxies(scene, frame: PriorFrame, workdir: Path) -> tuple[np.ndarray, 
     falls outside the stamp)."""
     write_scene(scene, workdir, "field")
     truth = read_truth(workdir / "field_truth.fits")
-    stamps = truth_stamps([truth], frame) * adu_per_njy(scene, frame.bands)[:, None, None]
+    stamps = truth_stamps([truth], frame)  # nJy per prior pixel
+    # The survey observing each prior band (truth_stamps has checked that one does).
+    observed = [
+        (name, get_survey(name).band(band))
+        for band in frame.bands
+        for name in SURVEYS
+        if band in get_survey(name).band_names
+    ]
+    stamps = stamps * np.array([get_survey(n).adu_per_njy(b) for n, b in observed])[:, None, None]
     positions = SkyCoord(scene.sky_coords[:, 0], scene.sky_coords[:, 1], unit="deg")
     galaxies = [
         inst
@@ -63,9 +60,13 @@ def true_galaxies(scene, frame: PriorFrame, workdir: Path) -> tuple[np.ndarray, 
         if inst.kind == "galaxy"
     ]
     scale = np.stack([inst.scale for inst in galaxies])  # (K, C)
-    survey_flux = np.concatenate(
-        [truth.survey_galaxies[s].sum((-2, -1)) for s in SURVEYS], axis=1
-    )  # (K, C): the surveys' bands in the prior's order (HSC g..y, then F814W)
+    survey_flux = np.stack(
+        [
+            truth.survey_galaxies[n][:, get_survey(n).bands.index(b)].sum((-2, -1))
+            for n, b in observed
+        ],
+        axis=1,
+    )  # (K, C) ADU
     return stamps / scale[:, :, None, None], stamps.sum((-2, -1)) / survey_flux
 
 
@@ -89,8 +90,6 @@ def main(argv: list[str] | None = None) -> None:
     start = time.time()
     priors = Priors.load(args.init)
     frame = priors.galaxy_frame
-    if tuple(frame.bands) != ("g", "r", "i", "z", "y", "F814W"):
-        raise SystemExit(f"oracle_prior: expected the recipe's bands, got {frame.bands}")
     x, held = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.fields):
