@@ -6,10 +6,13 @@ blends of folders written by ``galdeblend simulate`` (``--simdir``, repeatable),
 :func:`galdeblend.scene.detect_sources` on each, pairs detections with true galaxies within
 ``--radius`` arcsec (:func:`galdeblend.baselines.segmentation.match_sources`) and prints the
 numbers of true galaxies, matched galaxies, fields with every galaxy matched and unmatched
-detections, and the distance of each unmatched detection to its nearest true galaxy.
+detections, the distance of each unmatched detection to its nearest true galaxy, and the
+median and 84th percentile of the matched galaxies' offsets from their true centres.
+``--option NAME=VALUE`` (repeatable) sets an option of ``detect_sources``.
 
     python benchmarks/detection.py --fields 40 --seed 5000000
     python benchmarks/detection.py --simdir sims/seed2028 --simdir sims/seed2029
+    python benchmarks/detection.py --simdir sims/seed2028 --option min_snr=5
 """
 
 from __future__ import annotations
@@ -40,28 +43,42 @@ def main() -> None:
     parser.add_argument(
         "--simdir", action="append", type=Path, help="folder written by galdeblend simulate"
     )
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a detect_sources option (a number), repeatable",
+    )
     args = parser.parse_args()
+    options = {name: float(value) for name, value in (o.split("=", 1) for o in args.option)}
+    options = {k: int(v) if k in ("npixels", "max_sources") else v for k, v in options.items()}
     warnings.simplefilter("ignore")
     n_fields = n_true = n_matched = n_complete = 0
-    unmatched = []
+    unmatched, offsets = [], []
     start = time.time()
     fields = _simdir_fields(args.simdir) if args.simdir else _simulated_fields(args)
     for observations, truth in fields:
-        found = detect_sources(observations)
+        found = detect_sources(observations, **options)
         origin = observations[0].wcs.celestial.pixel_to_world(0, 0)
         true_xy, found_xy = _offsets(truth, origin), _offsets(found, origin)
-        detected, _ = match_sources(found_xy, true_xy, args.radius)
+        detected, true_index = match_sources(found_xy, true_xy, args.radius)
+        offsets += np.hypot(*(found_xy[detected] - true_xy[true_index]).T).tolist()
         n_fields += 1
         n_true += len(truth)
         n_matched += len(detected)
         n_complete += len(detected) == len(truth)
         for j in sorted(set(range(len(found))) - set(detected.tolist())):
             unmatched.append(float(truth.separation(found[j]).arcsec.min()))
+    print(f"options: {options or 'defaults'}")
     print(
         f"{n_fields} fields, {n_true} true galaxies: {n_matched} matched within "
         f'{args.radius}" ({n_matched / n_true:.1%}), every galaxy matched in {n_complete} '
         f"fields, {len(unmatched)} unmatched detections ({time.time() - start:.0f} s)"
     )
+    if offsets:
+        median, p84 = np.percentile(offsets, [50, 84])
+        print(f'offsets of the matched galaxies: median {median:.3f}", 84th percentile {p84:.3f}"')
     if unmatched:
         print('unmatched: distance to the nearest true galaxy ("):', np.round(unmatched, 2))
 

@@ -222,11 +222,11 @@ def detect_sources(
     *,
     nsigma: float = 3.0,
     npixels: int = 8,
-    contrast: float = 0.05,
+    contrast: float = 0.01,
     min_prominence: float = 2.0,
-    min_snr: float = 5.0,
+    min_snr: float = 8.0,
     min_smoothing: float = 0.15,
-    min_separation: float = 0.4,
+    min_separation: float = 0.2,
     max_sources: int = 8,
 ) -> SkyCoord:
     """Galaxy positions found with photutils (detection and peak deblending).
@@ -240,11 +240,16 @@ def detect_sources(
     :func:`~photutils.segmentation.deblend_sources` (``contrast``) find the peaks, and a peak
     rising less than ``min_prominence`` times that noise above its saddle with a neighbour
     is merged into it. Segments whose summed signal-to-noise is below ``min_snr`` are
-    dropped. The observations are taken sharpest PSF first; a centroid is kept when it is
-    ``min_separation`` arcsec or more from every kept one and, when it comes from a
-    coarser observation, at least that observation's PSF FWHM from the sharper
-    observations' (which resolve what it sees as one). The ``max_sources`` of highest
-    signal-to-noise are kept.
+    dropped (at 5, noise in the outskirts of bright galaxies on the sharp HST images made
+    23 extra segments in 200 simulated blends; at 8, none). A galaxy's position is its
+    segment's peak on the smoothed map, refined to a fraction of a pixel by a quadratic fit
+    to the 3 x 3 pixels around it: the centroid of a segment cut at a saddle leans away
+    from the neighbour (median offsets from the true centres 0.035-0.05" against 0.006-0.016"
+    for the peak in those blends). The observations are taken sharpest PSF first; a
+    position is kept when it is ``min_separation`` arcsec or more from every kept one and,
+    when it comes from a coarser observation, at least that observation's PSF FWHM from
+    the sharper observations' (which resolve what it sees as one). The ``max_sources`` of
+    highest signal-to-noise are kept.
     """
     from astropy.convolution import convolve
     from astropy.stats import mad_std
@@ -284,7 +289,9 @@ def detect_sources(
         )
         segm = SegmentationImage(_merge_faint_peaks(smooth / noise, segm.data, min_prominence))
         cat = SourceCatalog(smooth, segm)
-        for label, x, y, flux in zip(cat.label, cat.x_centroid, cat.y_centroid, cat.segment_flux):
+        x_peak = np.where(np.isfinite(cat.x_centroid_quad), cat.x_centroid_quad, cat.x_centroid)
+        y_peak = np.where(np.isfinite(cat.y_centroid_quad), cat.y_centroid_quad, cat.y_centroid)
+        for label, x, y, flux in zip(cat.label, x_peak, y_peak, cat.segment_flux):
             pixels = segm.data == label
             if snr[pixels].sum() / np.sqrt(pixels.sum()) < min_snr:
                 continue
