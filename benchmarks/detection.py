@@ -18,6 +18,7 @@ median and 84th percentile of the matched galaxies' offsets from their true cent
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import time
 import warnings
@@ -29,7 +30,7 @@ from astropy.coordinates import SkyCoord
 
 from galdeblend.baselines.segmentation import match_sources
 from galdeblend.io import Observation, read_cutouts
-from galdeblend.scene import detect_sources
+from galdeblend.scene import detect_sources, detection_options
 from galdeblend.simulate import read_truth, simulate_scene
 
 
@@ -51,8 +52,10 @@ def main() -> None:
         help="a detect_sources option (a number), repeatable",
     )
     args = parser.parse_args()
-    options = {name: float(value) for name, value in (o.split("=", 1) for o in args.option)}
-    options = {k: int(v) if k in ("npixels", "max_sources") else v for k, v in options.items()}
+    # Names checked as deblend checks them; each value takes the type of its default.
+    options = detection_options(dict(o.split("=", 1) for o in args.option))
+    defaults = inspect.signature(detect_sources).parameters
+    options = {name: type(defaults[name].default)(value) for name, value in options.items()}
     warnings.simplefilter("ignore")
     n_fields = n_true = n_matched = n_complete = 0
     unmatched, offsets = [], []
