@@ -21,15 +21,13 @@ gives it, its flux scale per band measured from the noisy data at its true posit
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from astropy.coordinates import SkyCoord
 
-from galdeblend.io.simulation_fits import read_truth, write_scene
+from galdeblend.io.simulation_fits import scene_truth
 from galdeblend.priors import Priors
 from galdeblend.scene import PriorFrame, place_instances
 from galdeblend.simulate import get_survey, simulate_scene
@@ -38,12 +36,11 @@ from galdeblend.validate import truth_stamps
 SURVEYS = ("hsc", "hst")
 
 
-def true_galaxies(scene, frame: PriorFrame, workdir: Path) -> tuple[np.ndarray, np.ndarray]:
+def true_galaxies(scene, frame: PriorFrame) -> tuple[np.ndarray, np.ndarray]:
     """The scene's true galaxies in prior units ``(K, C, H, W)`` and the fraction of each
     band's survey-frame light that the scaled stamps hold ``(K, C)`` (1 when nothing
     falls outside the stamp)."""
-    write_scene(scene, workdir, "field")
-    truth = read_truth(workdir / "field_truth.fits")
+    truth = scene_truth(scene)
     stamps = truth_stamps([truth], frame)  # nJy per prior pixel
     # The survey observing each prior band (truth_stamps has checked that one does).
     observed = [
@@ -91,12 +88,11 @@ def main(argv: list[str] | None = None) -> None:
     priors = Priors.load(args.init)
     frame = priors.galaxy_frame
     x, held = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i in range(args.fields):
-            scene = simulate_scene(SURVEYS, seed=args.seed + i, stamp_arcsec=4.0)
-            x_k, held_k = true_galaxies(scene, frame, Path(tmp))
-            x.append(x_k)
-            held.append(held_k)
+    for i in range(args.fields):
+        scene = simulate_scene(SURVEYS, seed=args.seed + i, stamp_arcsec=4.0)
+        x_k, held_k = true_galaxies(scene, frame)
+        x.append(x_k)
+        held.append(held_k)
     x, held = np.concatenate(x), np.concatenate(held)
     t_data = time.time() - start
     print(

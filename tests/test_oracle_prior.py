@@ -18,12 +18,12 @@ from galdeblend.simulate import simulate_scene  # noqa: E402
 BANDS = ("g", "r", "i", "z", "y", "F814W")
 
 
-def test_true_galaxies_forward_modelled_give_the_noiseless_survey_images(tmp_path):
+def test_true_galaxies_forward_modelled_give_the_noiseless_survey_images():
     """Through each instance's operator (flux scale included), the oracle's training stamps
     must rebuild the truth's noiseless survey images, up to the light beyond the stamp."""
     scene = simulate_scene(oracle_prior.SURVEYS, seed=3, stamp_arcsec=4.0)
     frame = PriorFrame((len(BANDS), 40, 40), 0.06, BANDS, 0.07)
-    x, held = oracle_prior.true_galaxies(scene, frame, tmp_path)
+    x, held = oracle_prior.true_galaxies(scene, frame)
     assert x.shape == (len(scene.galaxies), *frame.shape)
     assert np.all((held > 0.8) & (held < 1.05))
 

@@ -13,6 +13,7 @@ from astropy.io import fits
 
 from galdeblend.errors import InputError
 from galdeblend.io.readers import read_cutouts
+from galdeblend.io.simulation_fits import scene_truth
 from galdeblend.simulate import (
     MASK_PLANES,
     available_surveys,
@@ -226,6 +227,22 @@ def test_truth_sums_to_the_noiseless_image(dataset):
                 np.testing.assert_allclose(centre, terms["constant"], rtol=1e-10)
         assert truth.model.shape[:2] == (len(scene.galaxies), 6)
         assert truth.model_bands[0] == "hsc_g" and truth.model_bands[-1] == "hst_F814W"
+
+
+def test_scene_truth_in_memory_equals_the_truth_file(dataset):
+    outdir, manifest = dataset
+    entry = manifest["scenes"][0]
+    scene = simulate_scene(("hsc", "hst"), seed=entry["seed"], stamp_arcsec=4.0)
+    in_memory, from_file = scene_truth(scene), read_truth(outdir / entry["truth"])
+    assert in_memory.galaxies.colnames == from_file.galaxies.colnames
+    for name in in_memory.galaxies.colnames:
+        assert np.array_equal(in_memory.galaxies[name], from_file.galaxies[name]), name
+    np.testing.assert_array_equal(in_memory.model, from_file.model)
+    assert in_memory.model_bands == from_file.model_bands
+    for survey in ("hsc", "hst"):
+        np.testing.assert_array_equal(
+            in_memory.survey_galaxies[survey], from_file.survey_galaxies[survey]
+        )
 
 
 def test_truth_fluxes_and_positions(dataset):

@@ -224,21 +224,32 @@ def read_truth(path: str | Path) -> SceneTruth:
             raise InputError(
                 f"{path}: not a galdeblend truth file (missing HDUs {sorted(missing)})"
             )
-        n = int(hdul[0].header["NGAL"])
-        surveys = [s for s in str(hdul[0].header["SURVEYS"]).split(",") if s]
-        survey_galaxies, survey_background, survey_wcs = {}, {}, {}
-        for survey in surveys:
-            survey_galaxies[survey], survey_wcs[survey], _ = _truth_cube(hdul[survey.upper()], n)
-            survey_background[survey] = np.asarray(hdul[f"{survey.upper()}_BKG"].data, dtype=float)
-        model, model_wcs, model_bands = _truth_cube(hdul["MODEL"], n)
-        return SceneTruth(
-            galaxies=Table.read(hdul["GALAXIES"]),
-            background_terms=Table.read(hdul["BACKGROUND"]),
-            model=model,
-            model_wcs=model_wcs,
-            model_bands=model_bands,
-            model_psf=np.asarray(hdul["MODEL_PSF"].data, dtype=np.float64),
-            survey_galaxies=survey_galaxies,
-            survey_background=survey_background,
-            survey_wcs=survey_wcs,
-        )
+        return _truth_from_hdus(hdul)
+
+
+def scene_truth(scene: SimulatedScene) -> SceneTruth:
+    """The truth of a scene as :func:`read_truth` gives it after :func:`write_scene`,
+    without the file."""
+    return _truth_from_hdus(_truth_hdus(scene))
+
+
+def _truth_from_hdus(hdul: fits.HDUList) -> SceneTruth:
+    """A :class:`SceneTruth` from the HDUs of the truth layout (:func:`_truth_hdus`)."""
+    n = int(hdul[0].header["NGAL"])
+    surveys = [s for s in str(hdul[0].header["SURVEYS"]).split(",") if s]
+    survey_galaxies, survey_background, survey_wcs = {}, {}, {}
+    for survey in surveys:
+        survey_galaxies[survey], survey_wcs[survey], _ = _truth_cube(hdul[survey.upper()], n)
+        survey_background[survey] = np.asarray(hdul[f"{survey.upper()}_BKG"].data, dtype=float)
+    model, model_wcs, model_bands = _truth_cube(hdul["MODEL"], n)
+    return SceneTruth(
+        galaxies=Table.read(hdul["GALAXIES"]),
+        background_terms=Table.read(hdul["BACKGROUND"]),
+        model=model,
+        model_wcs=model_wcs,
+        model_bands=model_bands,
+        model_psf=np.asarray(hdul["MODEL_PSF"].data, dtype=np.float64),
+        survey_galaxies=survey_galaxies,
+        survey_background=survey_background,
+        survey_wcs=survey_wcs,
+    )
