@@ -73,6 +73,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--laps", type=int, default=10)
     parser.add_argument("--train-steps", type=int, default=1000)
+    parser.add_argument(
+        "--augment",
+        action="store_true",
+        help="M-steps train on the 8 flips and quarter turns of the posterior samples",
+    )
     parser.add_argument("--sampler", choices=("ddim", "pc"), default="ddim", help="E-step sampler")
     parser.add_argument("--sampler-steps", type=int, default=16)
     parser.add_argument(
@@ -117,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         priors = new_priors(
             frame, channels=channels, attention_levels=(len(channels) - 1,), seed=args.seed
         )
-    train = {"steps": args.train_steps, "batch_size": 32, "lr": 2e-3}
+    train = {"steps": args.train_steps, "batch_size": 32, "lr": 2e-3, "augment": args.augment}
     sampling = {
         "steps": args.sampler_steps,
         "sampler": args.sampler,

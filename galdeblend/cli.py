@@ -253,7 +253,7 @@ def cmd_learn(args) -> int:
         frame = PriorFrame(
             (len(bands), args.stamp, args.stamp), args.pixel_scale, bands, args.psf_fwhm
         )
-    train = {"steps": args.train_steps, "batch_size": args.batch_size}
+    train = {"steps": args.train_steps, "batch_size": args.batch_size, "augment": args.augment}
     learned = learn(
         fields,
         blank=blank,
@@ -437,6 +437,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--train-steps", type=int, default=500, help="optimizer steps per lap (default 500)"
     )
     learn.add_argument("--batch-size", type=int, default=32)
+    learn.add_argument(
+        "--augment",
+        action="store_true",
+        help="train each M-step on the 8 flips and quarter turns of the posterior samples "
+        "(galaxies have no preferred orientation)",
+    )
     learn.add_argument(
         "--device",
         choices=["cpu", "cuda"],

@@ -432,6 +432,22 @@ def test_learn_killed_mid_lap_resumes_to_the_same_priors(sims, tmp_path):
     assert header == json.loads((straight / "priors.json").read_text())
 
 
+def test_learn_augment_reaches_the_m_steps(sims, tmp_path):
+    """``--augment`` is recorded with the training settings and the priors train."""
+    out = tmp_path / "augmented"
+    options = list(LEARN_OPTIONS)
+    options[options.index("--laps") + 1] = "1"  # one Gaussian lap, then one diffusion lap
+    inputs = [*map(str, sims["blend"]), "--blank", *map(str, sims["sky"])]
+    assert main(["learn", *inputs, *options, "--augment", "--out", str(out)]) == 0
+    header = json.loads((out / "priors.json").read_text())
+    assert header["metadata"]["training"]["train"] == {
+        "steps": 30, "batch_size": 8, "augment": True
+    }  # fmt: skip
+    untrained = new_priors(TINY_FRAME, seed=3)["galaxy"].tensors()
+    learned = prior_tensors(out)["galaxy"]
+    assert any(not np.array_equal(untrained[k].numpy(), v) for k, v in learned.items())
+
+
 def check_example_run(out: Path, *prior: str) -> dict:
     """Run the packaged HSC + HST example quickly; returns the provenance of its posterior."""
     args = ["run", "--example", *prior, "--samples", "2", "--steps", "2", "--out", str(out), "-q"]

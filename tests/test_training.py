@@ -10,6 +10,7 @@ from galdeblend.diffusion.backbones import MLP, UNet
 from galdeblend.diffusion.denoisers import EDMDenoiser
 from galdeblend.diffusion.schedule import VESchedule
 from galdeblend.diffusion.training import (
+    dihedral_transform,
     minibatches,
     sample_times,
     train_denoiser,
@@ -129,6 +130,71 @@ def test_train_unet_with_mixed_precision_and_weight_decay():
     assert ema(images, torch.full((8,), 0.5)).dtype == torch.float32
 
 
+def square_symmetries(x: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 quarter turns of ``x`` and of its left-right mirror image, ``(..., H, H)``."""
+    return [torch.rot90(y, k, dims=(-2, -1)) for y in (x, x.flip(-1)) for k in range(4)]
+
+
+def test_dihedral_transform_gives_each_flip_and_turn_per_row():
+    x = torch.arange(2 * 9, dtype=torch.float32).view(2, 1, 3, 3)  # no symmetry of its own
+    elements = torch.tensor([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)]).bool()
+    images = [dihedral_transform(x[:1], e[None])[0] for e in elements]
+    expected = square_symmetries(x[0])
+    assert all(any(torch.equal(y, z) for z in expected) for y in images)
+    assert len({tuple(y.flatten().tolist()) for y in images}) == 8
+    # Each row gets its own element.
+    both = dihedral_transform(x, elements[[0, 5]])
+    assert torch.equal(both[0], x[0])
+    assert torch.equal(both[1], dihedral_transform(x[1:], elements[[5]])[0])
+    assert not torch.equal(both[1], x[1])
+
+
+class FlatMLP(torch.nn.Module):
+    """:class:`MLP` on images ``(B, 1, 2, 2)``, flattened to 4 features."""
+
+    def __init__(self):
+        super().__init__()
+        self.mlp = MLP(4, hidden_features=64, hidden_layers=2, emb_features=32)
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x.flatten(1), c_noise).view_as(x)
+
+
+def test_augmented_training_learns_every_flip_and_turn():
+    """Trained on one image, the augmented denoiser is the posterior mean of its 8 symmetries.
+
+    With ``x`` uniform on the images ``c_k``, ``E[x | x_t] = sum_k w_k c_k`` with
+    ``w_k`` proportional to ``exp(-|x_t - c_k|^2 / (2 sigma^2))``. Without augmentation the
+    denoiser learns the one image instead.
+    """
+    x0 = torch.tensor([[1.0, 0.5], [0.0, -0.5]]).view(1, 2, 2)
+    orbit = torch.stack(square_symmetries(x0))  # (8, 1, 2, 2), all different
+    spread = ((orbit - orbit.mean(0)) ** 2).mean().sqrt()
+    samples = x0.expand(4096, 1, 2, 2).clone()
+    generator = torch.Generator().manual_seed(3)
+    errors = {}
+    for augment in (True, False):
+        torch.manual_seed(0)
+        denoiser = EDMDenoiser(FlatMLP(), (1, 2, 2), sigma_data=0.6)
+        ema = train_denoiser(
+            denoiser, SCHEDULE, samples, steps=600, batch_size=256, lr=3e-3,
+            augment=augment, progress=False,
+        )  # fmt: skip
+        for sigma in (0.5, 1.0, 2.0):  # the noise levels where the 8 images mix
+            x = orbit[torch.randint(8, (1024,), generator=generator)]
+            x_t = x + sigma * torch.randn(x.shape, generator=generator)
+            distance2 = ((x_t[:, None] - orbit[None]) ** 2).flatten(2).sum(-1)  # (1024, 8)
+            weights = torch.softmax(-distance2 / (2 * sigma**2), dim=1)
+            posterior_mean = torch.einsum("nk,kchw->nchw", weights, orbit)
+            with torch.no_grad():
+                x_hat = ema(x_t, torch.full((x_t.shape[0],), sigma))
+            rms = ((x_hat - posterior_mean) ** 2).mean().sqrt()
+            errors[augment, sigma] = float(rms / spread)
+    # Measured: 0.06-0.09 with augmentation, 1.05-1.08 without.
+    assert all(errors[True, s] < 0.15 for s in (0.5, 1.0, 2.0)), errors
+    assert all(errors[False, s] > 0.5 for s in (0.5, 1.0, 2.0)), errors
+
+
 def test_bad_arguments_raise():
     denoiser = small_denoiser(seed=0)
     with pytest.raises(InputError, match=r"samples of shape \(10, 3\) must be \(N, \*\(2,\)\)"):
@@ -137,3 +203,8 @@ def test_bad_arguments_raise():
         train_denoiser(denoiser, SCHEDULE, torch.randn(10, 2), steps=0, progress=False)
     with pytest.raises(InputError, match="ema_decay=1.0"):
         train_denoiser(denoiser, SCHEDULE, torch.randn(10, 2), ema_decay=1.0, progress=False)
+    oblong = EDMDenoiser(FlatMLP(), (1, 1, 4))
+    with pytest.raises(InputError, match=r"needs square images, got shape \(1, 1, 4\)"):
+        train_denoiser(oblong, SCHEDULE, torch.randn(10, 1, 1, 4), augment=True, progress=False)
+    with pytest.raises(InputError, match=r"needs square images, got shape \(2,\)"):
+        train_denoiser(denoiser, SCHEDULE, torch.randn(10, 2), augment=True, progress=False)

@@ -18,7 +18,7 @@ from galdeblend.diffusion.denoisers import EDMDenoiser
 from galdeblend.diffusion.schedule import VESchedule
 from galdeblend.errors import InputError
 
-__all__ = ["train_denoiser", "validation_loss", "sample_times"]
+__all__ = ["train_denoiser", "validation_loss", "sample_times", "dihedral_transform"]
 
 LOSS_SMOOTHING = 0.02  # weight of the latest minibatch loss in the displayed running loss
 DISPLAY_EVERY = 25  # steps between progress-bar updates of the running loss
@@ -47,6 +47,31 @@ def minibatches(n: int, batch_size: int, *, generator: torch.Generator) -> Itera
             buffer = torch.cat([buffer, torch.randperm(n, generator=generator)])
         yield buffer[:batch_size]
         buffer = buffer[batch_size:]
+
+
+def dihedral_transform(x: Tensor, elements: Tensor) -> Tensor:
+    """Apply one of the 8 flips and quarter turns of the square pixel grid to each sample.
+
+    Every element of the dihedral group of the square is a transpose of the last two axes
+    or not, followed by a flip of each of them or not.
+
+    Parameters
+    ----------
+    x : Tensor, shape (B, ..., H, H)
+        Samples on square grids.
+    elements : Tensor of bool, shape (B, 3)
+        Per sample: transpose, flip the rows, flip the columns.
+
+    Returns
+    -------
+    Tensor, shape (B, ..., H, H)
+    """
+    transpose, flip_rows, flip_columns = (
+        elements[:, i].view(-1, *[1] * (x.ndim - 1)).to(x.device) for i in range(3)
+    )
+    x = torch.where(transpose, x.transpose(-1, -2), x)
+    x = torch.where(flip_rows, x.flip(-2), x)
+    return torch.where(flip_columns, x.flip(-1), x)
 
 
 def _check_samples(denoiser: EDMDenoiser, samples: Tensor) -> None:
@@ -80,6 +105,7 @@ def train_denoiser(
     ema_decay: float = 0.999,
     seed: int = 0,
     mixed_precision: bool = False,
+    augment: bool = False,
     device: torch.device | str | None = None,
     progress: bool = True,
 ) -> EDMDenoiser:
@@ -91,7 +117,8 @@ def train_denoiser(
     :meth:`EDMDenoiser.loss`, with the gradient norm clipped to ``grad_clip`` and the
     learning rate decayed from ``lr`` to 0 by a cosine over ``steps``. The average uses
     the decay ``min(ema_decay, (1 + k) / (10 + k))`` at step ``k``, so that it forgets
-    the initial weights also in short runs.
+    the initial weights also in short runs. With ``augment``, each minibatch sample is
+    first turned by a random flip or quarter turn (:func:`dihedral_transform`).
 
     Parameters
     ----------
@@ -112,6 +139,11 @@ def train_denoiser(
         Seed of all random draws (minibatches, times, noise).
     mixed_precision : bool
         Run the forward pass under ``torch.autocast`` in bfloat16.
+    augment : bool
+        Train on the 8 flips and quarter turns of the samples, each drawn with
+        probability 1/8 per minibatch row: for sources whose population has no preferred
+        orientation on the sky (galaxies, seen through a round model PSF). Needs square
+        images.
     device : torch.device or str, optional
         Where to train; default: the device of the denoiser's parameters.
     progress : bool
@@ -141,6 +173,11 @@ def train_denoiser(
             f"0 <= ema_decay < 1 and grad_clip > 0, got steps={steps}, "
             f"batch_size={batch_size}, ema_decay={ema_decay}, grad_clip={grad_clip}"
         )
+    if augment and (len(denoiser.shape) < 2 or denoiser.shape[-1] != denoiser.shape[-2]):
+        raise InputError(
+            f"train_denoiser: augment turns the images by quarter turns, which needs square "
+            f"images, got shape {denoiser.shape}"
+        )
     device = torch.device(device) if device is not None else next(denoiser.parameters()).device
     denoiser.to(device)
     distributed.broadcast_([*denoiser.parameters(), *denoiser.buffers()])
@@ -168,6 +205,9 @@ def train_denoiser(
     bar = tqdm(range(steps), disable=not progress, desc="train denoiser")
     for k in bar:
         x = samples[next(batches)[own].to(samples.device)].to(device)
+        if augment:
+            elements = torch.rand(batch_size, 3, generator=index_generator) < 0.5
+            x = dihedral_transform(x, elements[own])
         t = sample_times(batch_size, generator=noise_generator)
         eps = torch.randn(
             (batch_size, *denoiser.shape), generator=noise_generator, dtype=x.dtype, device=device
