@@ -17,7 +17,9 @@ survey. Per matched galaxy and band, in that survey's frame:
   faint and bright galaxies, and methods that found different galaxies, compare on one
   scale;
 - for galdeblend, whether the true flux (aperture and total) lies inside the central
-  posterior interval of the per-sample fluxes at each level of :data:`LEVELS`;
+  posterior interval of the per-sample fluxes at each level of :data:`LEVELS`, and the
+  fraction of the true image's pixels in the aperture that lie inside the central interval
+  of the per-sample pixel values;
 - PSNR and SSIM of the galaxy image in the observation frame (galdeblend: the posterior mean
   pushed through the observation operator; baselines: the segment image or model) against
   the true noiseless galaxy image.
@@ -130,6 +132,55 @@ def flux_scores(
     return error, inside
 
 
+def pixel_scores(
+    sample_images: np.ndarray,
+    true_image: np.ndarray,
+    xy: tuple[float, float],
+    radius: float,
+    levels: Sequence[float] = LEVELS,
+    *,
+    seed: int = 0,
+) -> np.ndarray:
+    """Fraction of the true pixels in a circle that lie inside the posterior intervals.
+
+    Parameters
+    ----------
+    sample_images : ndarray, shape (S, C, H, W)
+        The galaxy's image per posterior sample.
+    true_image : ndarray, shape (C, H, W)
+        The true noiseless galaxy image.
+    xy : (float, float)
+        Centre of the circle in pixels (``x`` the column; photutils' convention, pixel
+        centres at integers).
+    radius : float
+        Radius of the circle in pixels; the pixels whose centres lie within it count.
+    levels : sequence of float in (0, 1)
+        Credible levels of the central intervals
+        (:func:`galdeblend.metrics.inside_intervals`).
+    seed : int
+        Seed of the randomized transform.
+
+    Returns
+    -------
+    ndarray, shape (L, C)
+        Per level and band, the fraction of the circle's pixels whose true value lies inside
+        the interval; NaN with a single sample or no pixel in the circle.
+    """
+    samples = np.asarray(sample_images, dtype=np.float64)
+    truth = np.asarray(true_image, dtype=np.float64)
+    if samples.ndim != 4 or samples.shape[1:] != truth.shape:
+        raise InputError(
+            f"pixel_scores: expected sample images (S, C, H, W) and a true image (C, H, W), "
+            f"got {samples.shape} and {truth.shape}"
+        )
+    rows, columns = np.indices(truth.shape[1:])
+    in_circle = np.hypot(columns - xy[0], rows - xy[1]) <= radius
+    if len(samples) < 2 or not in_circle.any():
+        return np.full((len(levels), truth.shape[0]), np.nan)
+    inside = inside_intervals(samples[..., in_circle], truth[..., in_circle], levels, seed=seed)
+    return inside.mean(axis=-1)
+
+
 def _image_scores(estimate: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """PSNR and SSIM per band of one galaxy image ``(C, H, W)`` against the truth."""
     from galdeblend.metrics import psnr, ssim
@@ -173,7 +224,9 @@ def _galaxy_rows(
 
     Fluxes are the aperture flux at the true position (``flux``, ``true_flux``,
     ``flux_error``, ``inside_*``) and the sum over the cutout (``true_total_flux``,
-    ``total_flux_error``, ``total_inside_*``). ``flux_noise`` is the noise of the same
+    ``total_flux_error``, ``total_inside_*``); ``pixel_inside_*`` is the fraction of the
+    aperture's true pixels inside the posterior intervals (:func:`pixel_scores`; NaN for a
+    single sample or an unmatched galaxy). ``flux_noise`` is the noise of the same
     aperture on the data, ``sqrt(sum of the variance)``, as a fraction of the true flux: the
     error of plain aperture photometry of an isolated galaxy.
     Shapes are galsim.hsm adaptive moments of the estimated and the true image in each band,
@@ -197,6 +250,7 @@ def _galaxy_rows(
             total_error, total_inside = flux_scores(
                 sample_images.sum(axis=(2, 3)), true_total, seed=seed
             )
+            pixel_inside = pixel_scores(sample_images, true_image, xy, radius, seed=seed)
             mean_flux = sample_flux.mean(axis=0)
             psnr_c, ssim_c = _image_scores(estimate, true_image)
             shape = shape_error(
@@ -226,6 +280,7 @@ def _galaxy_rows(
             for i, level in enumerate(LEVELS):
                 row[f"inside_{level:g}"] = bool(inside[i, c]) if found else False
                 row[f"total_inside_{level:g}"] = bool(total_inside[i, c]) if found else False
+                row[f"pixel_inside_{level:g}"] = float(pixel_inside[i, c]) if found else np.nan
             rows.append(row)
     return rows
 
@@ -561,6 +616,19 @@ def _summary_table(
                     p, n = (inside.mean(), inside.size) if inside.size else (np.nan, 0)
                     se = np.sqrt(p * (1 - p) / n) if n else np.nan
                     rows.append((method, f"{name}_{level:g}", p, p - se, p + se, n))
+            # The mean over galaxies of the fraction of their aperture pixels inside (all
+            # bands); low/high: plus or minus its standard error over the galaxies, since
+            # the bands of one galaxy are not independent.
+            columns = [f"pixel_inside_{level:g}" for level in (0.68, 0.95)]
+            scored = gal[np.isfinite(np.asarray(gal[columns[0]], dtype=float))]
+            per_galaxy = scored[["blend", "truth_id", *columns]].group_by(["blend", "truth_id"])
+            means = per_galaxy.groups.aggregate(np.mean)
+            for level, column in zip((0.68, 0.95), columns, strict=True):
+                fraction = np.asarray(means[column], dtype=float)
+                n = fraction.size
+                p = fraction.mean() if n else np.nan
+                se = fraction.std(ddof=1) / np.sqrt(n) if n > 1 else np.nan
+                rows.append((method, f"pixel coverage_{level:g}", p, p - se, p + se, n))
             if prior is not None:
                 result, n_true = prior
                 low, median, high = np.percentile(result.pvalue, [16.0, 50.0, 84.0])
@@ -619,8 +687,13 @@ def _figures(
         np.mean(np.asarray(gal[f"total_inside_{level:g}"])) if len(gal) else np.nan
         for level in LEVELS
     ]
+    pixels = [
+        np.nanmean(np.asarray(gal[f"pixel_inside_{level:g}"], dtype=float)) if len(gal) else np.nan
+        for level in LEVELS
+    ]
     ax.plot(LEVELS, empirical, "o-", label="galdeblend aperture flux")
     ax.plot(LEVELS, total, "s--", label="galdeblend total flux")
+    ax.plot(LEVELS, pixels, "^:", label="galdeblend pixels in the aperture")
     ax.set_xlabel("nominal coverage")
     ax.set_ylabel("empirical coverage")
     ax.set_xlim(0, 1)
@@ -712,9 +785,12 @@ def validate(
     astropy.table.Table
         Columns ``method``, ``metric``, ``median``, ``low``, ``high`` (16th and 84th
         percentiles; for ``coverage_*`` the pooled fraction plus or minus its binomial
-        standard error; for ``prior PQMass p-value`` over the tessellations, and ``prior
+        standard error; for ``pixel coverage_*`` the mean over galaxies of the fraction of
+        their aperture pixels inside (all bands), plus or minus its standard error over
+        the galaxies; for ``prior PQMass p-value`` over the tessellations, and ``prior
         PQMass chi2`` the matching chi-square values with ``num_refs - 1`` degrees of
-        freedom) and ``count`` (for the PQMass rows the number of true galaxies).
+        freedom) and ``count`` (for the PQMass rows the number of true galaxies, for
+        ``pixel coverage_*`` the number of galaxies).
 
     Raises
     ------

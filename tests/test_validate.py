@@ -33,6 +33,7 @@ from galdeblend.validate import (
     _shape_pqmass,
     _summary_table,
     flux_scores,
+    pixel_scores,
     score_blend,
     truth_stamps,
     validate,
@@ -99,6 +100,8 @@ def test_validate_writes_table_and_report(runs, capsys):
         "|total flux_error|",
         "total coverage_0.68",
         "total coverage_0.95",
+        "pixel coverage_0.68",
+        "pixel coverage_0.95",
         "|e error|",
         "|size error|",
     } <= metrics
@@ -108,6 +111,13 @@ def test_validate_writes_table_and_report(runs, capsys):
     assert matched
     assert all(np.isfinite(float(g["flux_error"])) for g in matched)
     assert all(np.isfinite(float(g["total_flux_error"])) for g in matched)
+    galdeblend = [g for g in matched if g["method"] == "galdeblend"]
+    assert all(
+        0 <= float(g["pixel_inside_0.68"]) <= float(g["pixel_inside_0.95"]) <= 1 for g in galdeblend
+    )
+    pixel = {r["metric"]: float(r["median"]) for r in rows if r["method"] == "galdeblend"}
+    mean_68 = np.mean([float(g["pixel_inside_0.68"]) for g in galdeblend])
+    assert pixel["pixel coverage_0.68"] == pytest.approx(mean_68)
     # a smaller aperture measures other fluxes
     assert main(["validate", str(simdir), str(results), "--aperture", "0.3", "-q"]) == 0
     with open(report / "galaxies.csv") as f:
@@ -291,6 +301,8 @@ def test_exact_posterior_flux_scores_zero_error(runs):
     for column in ("flux_error", "total_flux_error"):
         assert [r[column] for r in rows] == pytest.approx(np.zeros(len(rows)), abs=1e-9)
     assert all(r[f"{c}_{lv:g}"] for r in rows for c in ("inside", "total_inside") for lv in LEVELS)
+    # every aperture pixel of the truth lies between the two samples
+    assert all(r[f"pixel_inside_{lv:g}"] == 1.0 for r in rows for lv in LEVELS)
 
     radius = APERTURE_ARCSEC / 0.168
     yy, xx = np.mgrid[: images.shape[2], : images.shape[3]]
@@ -393,6 +405,27 @@ def test_flux_scores_closed_form():
     assert inside[:, 1].tolist() == [False, False, False, False, True]
     with pytest.raises(InputError, match="sample fluxes"):
         flux_scores(np.ones(3), np.ones(3))
+
+
+def test_pixel_scores_closed_form():
+    """Truth and 400 samples all N(0, 1) per pixel: the fraction inside each central interval
+    is its level. Pixels outside the circle do not count; samples all above the truth hold
+    none of it."""
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(2, 41, 41))
+    samples = rng.normal(size=(400, 2, 41, 41))
+    rows, columns = np.indices((41, 41))
+    outside = np.hypot(columns - 20, rows - 18) > 15  # 707 pixels inside
+    truth[:, outside] = 1e6  # outside every interval, were it counted
+    fraction = pixel_scores(samples, truth, (20.0, 18.0), 15.0)
+    assert fraction.shape == (len(LEVELS), 2)
+    # binomial standard error at most 0.019 for 707 pixels
+    assert np.abs(fraction - np.array(LEVELS)[:, None]).max() < 0.06
+    above = pixel_scores(samples + 10.0, truth, (20.0, 18.0), 15.0)
+    assert (above == 0).all()
+    assert np.isnan(pixel_scores(samples[:1], truth, (20.0, 18.0), 15.0)).all()
+    with pytest.raises(InputError, match="sample images"):
+        pixel_scores(samples[:, 0], truth, (20.0, 18.0), 15.0)
 
 
 def test_validate_errors(tmp_path):
