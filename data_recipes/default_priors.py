@@ -5,9 +5,13 @@ The priors are learned by EM (DDPRISM) from simulated, noisy, blended HSC (g, r,
 truth. The settings, data, timings and validation figures are recorded in priors.json
 beside the weights.
 
-    python data_recipes/default_priors.py --out galdeblend/data/priors/default
+The defaults build v6; the shipped set, v12, continues it for two laps with --augment:
 
-On 2 CPU cores the shipped v6 set (a 40 x 40 galaxy stamp, 2.4"; 3 Gaussian + 10 diffusion
+    python data_recipes/default_priors.py --out v6/
+    python data_recipes/default_priors.py --init v6/ --gaussian-laps 0 --laps 2 --augment \
+        --name galdeblend-default-hsc-hst-v12 --out galdeblend/data/priors/default
+
+On 2 CPU cores v6 (a 40 x 40 galaxy stamp, 2.4"; 3 Gaussian + 10 diffusion
 laps; one preconditioned CG iteration per E-step, the defaults here) took 95.0 minutes,
 peak 7.1 GB, diffusion laps of 8.5-9.4 minutes (the time taken is printed and recorded);
 the previous set, v3 (32 x 32, one unpreconditioned iteration), took 49.8 minutes.
