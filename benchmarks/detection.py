@@ -18,7 +18,6 @@ median and 84th percentile of the matched galaxies' offsets from their true cent
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import time
 import warnings
@@ -30,7 +29,7 @@ from astropy.coordinates import SkyCoord
 
 from galdeblend.baselines.segmentation import match_sources
 from galdeblend.io import Observation, read_cutouts
-from galdeblend.scene import detect_sources, detection_options
+from galdeblend.scene import detect_sources, detection_defaults, detection_options
 from galdeblend.simulate import read_truth, simulate_scene
 
 
@@ -54,8 +53,8 @@ def main() -> None:
     args = parser.parse_args()
     # Names checked as deblend checks them; each value takes the type of its default.
     options = detection_options(dict(o.split("=", 1) for o in args.option))
-    defaults = inspect.signature(detect_sources).parameters
-    options = {name: type(defaults[name].default)(value) for name, value in options.items()}
+    defaults = detection_defaults()
+    options = {name: type(defaults[name])(value) for name, value in options.items()}
     warnings.simplefilter("ignore")
     n_fields = n_true = n_matched = n_complete = 0
     unmatched, offsets = [], []

@@ -27,7 +27,7 @@ from galdeblend.allocator import retain_freed_memory
 from galdeblend.deblend import deblend
 from galdeblend.metrics import chi2_per_pixel, inside_intervals, summarize
 from galdeblend.priors import Priors
-from galdeblend.scene import detect_sources
+from galdeblend.scene import detection_defaults
 from galdeblend.simulate import simulate_scene
 
 SURVEY_OF_BAND = {"g": "hsc", "r": "hsc", "i": "hsc", "z": "hsc", "y": "hsc", "F814W": "hst"}
@@ -109,11 +109,7 @@ def main() -> None:
         "steps": args.steps,
         "cg_iterations": args.cg_iterations,
         "amplitude_width": args.amplitude_width,
-        "detection": {
-            name: p.default
-            for name, p in inspect.signature(detect_sources).parameters.items()
-            if p.kind is p.KEYWORD_ONLY
-        },
+        "detection": detection_defaults(),
         "completeness": found / max(total, 1),
         "median_abs_flux_error": {
             b: float(np.median(np.abs(e))) if e else None for b, e in errors.items()

@@ -45,6 +45,7 @@ __all__ = [
     "Instance",
     "Problem",
     "detect_sources",
+    "detection_defaults",
     "detection_options",
     "catalog_positions",
     "place_instances",
@@ -314,16 +315,21 @@ def detect_sources(
     return SkyCoord([c.ra for c in coords], [c.dec for c in coords])
 
 
+def detection_defaults() -> dict:
+    """The keyword options of :func:`detect_sources` and their defaults, ``{name: value}``."""
+    return {
+        name: p.default
+        for name, p in inspect.signature(detect_sources).parameters.items()
+        if p.kind is p.KEYWORD_ONLY
+    }
+
+
 def detection_options(options: dict) -> dict:
     """``options`` checked against the keyword options of :func:`detect_sources`.
 
     Raises :class:`~galdeblend.errors.InputError` naming any unknown option.
     """
-    known = {
-        name
-        for name, p in inspect.signature(detect_sources).parameters.items()
-        if p.kind is p.KEYWORD_ONLY
-    }
+    known = set(detection_defaults())
     unknown = set(options) - known
     if unknown:
         raise InputError(f"detection: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")

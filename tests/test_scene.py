@@ -25,6 +25,7 @@ from galdeblend.scene import (
     build_problem,
     catalog_positions,
     detect_sources,
+    detection_defaults,
     detection_options,
     group_fields,
     in_footprint,
@@ -203,6 +204,10 @@ def test_detection_options_are_checked_by_name():
     assert detection_options({"max_sources": 12}) == {"max_sources": 12}
     with pytest.raises(InputError, match="max_source'"):
         detection_options({"max_source": 12})
+    defaults = detection_defaults()  # every keyword option, none of the positional ones
+    assert defaults["min_snr"] == 8.0 and defaults["max_sources"] == 8
+    assert "observations" not in defaults
+    assert detection_options(defaults) == defaults
 
 
 def test_detection_ignores_masked_edges_under_a_background_gradient():
