@@ -1,4 +1,4 @@
-"""Build the default galaxy and sky priors shipped with galdeblend.
+r"""Build the default galaxy and sky priors shipped with galdeblend.
 
 The priors are learned by EM (DDPRISM) from simulated, noisy, blended HSC (g, r, i, z, y)
 + HST ACS F814W observations of parametric galaxies (galdeblend.simulate), never from the
