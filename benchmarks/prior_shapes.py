@@ -16,7 +16,11 @@ outskirts, which is nil for the true galaxies; the same after subtracting the st
 by a Gaussian of 2 pixels standard deviation (high-pass), which keeps only the structure on
 the scale of a few pixels.
 
-    python benchmarks/prior_shapes.py sims/ --prior galdeblend/data/priors/default
+With ``--seeing FWHM`` (arcsec) both sets are first convolved with a Gaussian that takes the
+prior frame's PSF to that FWHM (for example 0.61", HSC's i band), so the figures are those of
+the galaxies as that survey sees them: what its data constrain.
+
+    python benchmarks/prior_shapes.py sims/ --prior galdeblend/data/priors/default [--seeing 0.61]
 """
 
 from __future__ import annotations
@@ -60,6 +64,15 @@ def outskirts_texture(
     return np.median(stamps[..., r > OUTSKIRTS].std(-1) / peak, axis=0)
 
 
+def see(stamps: np.ndarray, fwhm: float, frame_fwhm: float, pixel_scale: float) -> np.ndarray:
+    """Stamps ``(N, C, H, W)`` at a PSF of ``frame_fwhm`` convolved to ``fwhm`` (arcsec) by a
+    Gaussian of FWHM ``sqrt(fwhm**2 - frame_fwhm**2)``."""
+    if fwhm <= frame_fwhm:
+        raise SystemExit(f"--seeing {fwhm} must exceed the prior frame's PSF FWHM {frame_fwhm}")
+    s = np.sqrt(fwhm**2 - frame_fwhm**2) / (2 * np.sqrt(2 * np.log(2))) / pixel_scale
+    return gaussian_filter(stamps, (0, 0, s, s), mode="constant")
+
+
 def describe(stamps: np.ndarray, bands: list[str], band: str, pixel_scale: float) -> list[str]:
     """Lines of figures for galaxy stamps ``(N, C, H, W)``, centred, in ``bands``."""
     r = radius(stamps.shape, pixel_scale)
@@ -91,6 +104,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--steps", type=int, default=PRIOR_STEPS)
     parser.add_argument("--band", default="i", help="band of the shapes and light profiles")
+    parser.add_argument(
+        "--seeing", type=float, default=0.0, help="convolve both sets to this PSF FWHM (arcsec)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -107,8 +123,14 @@ def main(argv: list[str] | None = None) -> None:
         f"true galaxies ({sum(len(t.galaxies) for t in truths)})": truth_stamps(truths, frame),
         f"prior samples ({args.samples}, {args.steps} steps)": samples.double().numpy(),
     }
+    if args.seeing:
+        sets = {
+            name: see(stamps, args.seeing, frame.psf_fwhm, frame.pixel_scale)
+            for name, stamps in sets.items()
+        }
     bands = list(frame.bands)
-    print(f"band {args.band}; percentiles " + ", ".join(map(str, PERCENTILES)))
+    seeing = f', seen at {args.seeing}" FWHM' if args.seeing else ""
+    print(f"band {args.band}{seeing}; percentiles " + ", ".join(map(str, PERCENTILES)))
     for name, stamps in sets.items():
         print(name)
         print("\n".join(describe(stamps, bands, args.band, frame.pixel_scale)))

@@ -36,6 +36,7 @@ __all__ = [
     "ShapeError",
     "shape_moments",
     "shape_error",
+    "ellipticity_response",
     "pit",
     "inside_intervals",
     "coverage",
@@ -342,6 +343,48 @@ def shape_error(estimate: ShapeMoments, truth: ShapeMoments) -> ShapeError:
         e2=estimate.e2 - truth.e2,
         size=estimate.sigma / truth.sigma - 1.0,
     )
+
+
+def ellipticity_response(
+    e_estimate: Any, e_true: Any, groups: Any | None = None
+) -> tuple[float, float, int]:
+    """Response of estimated to true ellipticities: the ``1 + m`` of shear calibration.
+
+    The least-squares slope through the origin of the estimated on the true components,
+    ``R = sum(e_estimate . e_true) / sum(|e_true|^2)`` over both components of every row: 1
+    for unbiased shapes, below 1 for shapes shrunk towards round (as a prior of too round
+    galaxies makes them), above 1 for shapes stretched. Its standard error is the
+    cluster-robust one, ``sqrt(sum_g (sum_{i in g} e_true_i . r_i)^2) / sum(|e_true|^2)``
+    with residuals ``r = e_estimate - R e_true``, so that rows of one group (the bands of one
+    galaxy) are not counted as independent; without ``groups`` each row is its own group.
+
+    Parameters
+    ----------
+    e_estimate, e_true : array, shape (N, 2)
+        ``(e1, e2)`` per row; rows with a NaN in either are left out.
+    groups : array, shape (N,), optional
+        Group label of each row.
+
+    Returns
+    -------
+    (R, standard error, number of rows used); NaN and 0 when no true shape is elongated.
+    """
+    est, true = _validate_same_shape(e_estimate, e_true, names=("e_estimate", "e_true"))
+    if est.ndim != 2 or est.shape[1] != 2:
+        raise InputError(f"ellipticity_response: expected (N, 2) ellipticities, got {est.shape}")
+    labels = np.arange(len(est)) if groups is None else np.asarray(groups)
+    if labels.shape != (len(est),):
+        raise InputError(f"ellipticity_response: groups must be ({len(est)},), got {labels.shape}")
+    keep = np.isfinite(est).all(1) & np.isfinite(true).all(1)
+    est, true, labels = est[keep], true[keep], labels[keep]
+    norm = float(np.sum(true**2))
+    if norm == 0.0:
+        return float("nan"), float("nan"), 0
+    response = float(np.sum(est * true)) / norm
+    score = np.sum(true * (est - response * true), axis=1)  # (N,)
+    _, group_index = np.unique(labels, return_inverse=True)
+    per_group = np.bincount(group_index.ravel(), weights=score)
+    return response, float(np.sqrt(np.sum(per_group**2)) / norm), int(len(est))
 
 
 def pit(samples: Any, truth: Any, *, seed: int = 0) -> np.ndarray:

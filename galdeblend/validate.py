@@ -253,9 +253,9 @@ def _galaxy_rows(
             pixel_inside = pixel_scores(sample_images, true_image, xy, radius, seed=seed)
             mean_flux = sample_flux.mean(axis=0)
             psnr_c, ssim_c = _image_scores(estimate, true_image)
+            true_shape = shape_moments(true_image, pixel_scale=pixel_scale, centroid=xy)
             shape = shape_error(
-                shape_moments(estimate, pixel_scale=pixel_scale, centroid=xy),
-                shape_moments(true_image, pixel_scale=pixel_scale, centroid=xy),
+                shape_moments(estimate, pixel_scale=pixel_scale, centroid=xy), true_shape
             )
         for c, band in enumerate(bands):
             row = {
@@ -273,6 +273,8 @@ def _galaxy_rows(
                 "total_flux_error": float(total_error[c]) if found else np.nan,
                 "psnr": float(psnr_c[c]) if found else np.nan,
                 "ssim": float(ssim_c[c]) if found else np.nan,
+                "true_e1": float(true_shape.e1[c]) if found else np.nan,
+                "true_e2": float(true_shape.e2[c]) if found else np.nan,
                 "e1_error": float(shape.e1[c]) if found else np.nan,
                 "e2_error": float(shape.e2[c]) if found else np.nan,
                 "size_error": float(shape.size[c]) if found else np.nan,
@@ -563,14 +565,16 @@ def _summary_table(
     """Method x metric: median, 16th and 84th percentile and count.
 
     With several methods, ``|flux_error| (found by all)`` and ``psnr (found by all)`` are
-    restricted to the true galaxies that every method matched.
+    restricted to the true galaxies that every method matched. ``ellipticity response`` is
+    :func:`~galdeblend.metrics.ellipticity_response` over the matched galaxy-band pairs
+    (``low`` and ``high``: plus or minus its standard error, the bands of a galaxy one group).
 
     ``prior`` (a PQMass result and the number of true galaxies) adds the galdeblend rows
     ``prior PQMass p-value`` (over the tessellations) and ``prior PQMass chi2``, the p-value
     percentiles mapped through the chi-square inverse survival function with the result's
     degrees of freedom (infinite where a p-value underflows to 0).
     """
-    from galdeblend.metrics import summarize
+    from galdeblend.metrics import ellipticity_response, summarize
 
     methods = list(dict.fromkeys(blends["method"]))
     matched = {m: galaxies[(galaxies["method"] == m) & galaxies["matched"]] for m in methods}
@@ -608,6 +612,13 @@ def _summary_table(
         for name, values in metrics.items():
             s = summarize(values)
             rows.append((method, name, s.median, s.low, s.high, s.count))
+        # 1 + m of the ellipticities; low/high: plus or minus its standard error, robust to
+        # the bands of one galaxy sharing their errors.
+        e_true = np.stack([np.asarray(gal["true_e1"]), np.asarray(gal["true_e2"])], axis=1)
+        e_error = np.stack([np.asarray(gal["e1_error"]), np.asarray(gal["e2_error"])], axis=1)
+        galaxy = [f"{b}/{t}" for b, t in zip(gal["blend"], gal["truth_id"], strict=True)]
+        response, se, n = ellipticity_response(e_true + e_error, e_true, galaxy)
+        rows.append((method, "ellipticity response", response, response - se, response + se, n))
         if method == "galdeblend":
             # Coverage is a pooled fraction; low/high give its binomial standard error.
             for column, name in (("inside", "coverage"), ("total_inside", "total coverage")):

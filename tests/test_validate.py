@@ -394,6 +394,37 @@ def test_shape_errors_vanish_for_the_true_image(runs):
     assert np.abs(errors[measured]).max() < 1e-9
 
 
+def test_ellipticity_response_of_true_and_round_images(runs):
+    """Estimates equal to the truth respond 1; round Gaussians of the galaxies' fluxes at
+    their true positions respond 0."""
+    from galdeblend.validate import _galaxy_rows
+
+    simdir, _ = runs
+    truth = read_truth(simdir / "blend_0000_truth.fits")
+    images = truth.survey_galaxies["hsc"]
+    bands = ("g", "r", "i", "z", "y")
+    blends = Table(
+        rows=[("b", "m", 1.0, 1.0)], names=("blend", "method", "completeness", "chi2_per_pixel")
+    )
+    yy, xx = np.mgrid[: images.shape[2], : images.shape[3]]
+    round_images = []
+    for k, image in enumerate(images):
+        x, y = truth.galaxies["x_hsc"][k], truth.galaxies["y_hsc"][k]
+        blob = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 2.0**2))
+        round_images.append(image.sum(axis=(1, 2))[:, None, None] * blob / blob.sum())
+    for name, estimate, expected in (("true", images, 1.0), ("round", round_images, 0.0)):
+        matches = {k: (e[None], e) for k, e in enumerate(estimate)}
+        rows = _galaxy_rows(
+            "b", "m", truth.galaxies, images, bands, "hsc", matches, 0.168, 1 + 0 * images[0]
+        )
+        assert np.nanmax(np.hypot([r["true_e1"] for r in rows], [r["true_e2"] for r in rows])) > 0.1
+        table = _summary_table(Table(rows=rows), blends)
+        (row,) = table[table["metric"] == "ellipticity response"]
+        assert row["count"] >= 5, name
+        assert row["median"] == pytest.approx(expected, abs=0.02), name
+        assert row["low"] <= row["median"] <= row["high"]
+
+
 def test_flux_scores_closed_form():
     samples = np.arange(1.0, 101.0)[:, None] * np.array([1.0, 2.0])  # (100, 2)
     error, inside = flux_scores(samples, np.array([50.5, 10.0]))
@@ -450,6 +481,7 @@ def test_found_by_all_rows_compare_the_same_galaxies():
             for c in ("flux_error", "total_flux_error", "psnr", "ssim"):
                 row[c] = errors.get(k, np.nan)
             row.update({c: 0.0 for c in ("e1_error", "e2_error", "size_error")})
+            row.update({"true_e1": 0.2, "true_e2": 0.0})
             row.update({f"{c}_{lv:g}": False for c in ("inside", "total_inside") for lv in LEVELS})
             rows.append(row)
     blends = Table(
@@ -464,3 +496,5 @@ def test_found_by_all_rows_compare_the_same_galaxies():
     assert value[("b", "|flux_error| / noise (found by all)")] == (pytest.approx(3.0), 1)
     assert value[("b", "|flux_error| (found by all)")] == (pytest.approx(0.3), 1)
     assert value[("a", "psnr (found by all)")] == (pytest.approx(0.5), 1)
+    assert value[("a", "ellipticity response")] == (pytest.approx(1.0), 2)
+    assert value[("b", "ellipticity response")] == (pytest.approx(1.0), 1)
