@@ -10,6 +10,7 @@ subprocess, and so is ``learn``, which must survive a SIGKILL.
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import json
 import os
@@ -432,17 +433,22 @@ def test_learn_killed_mid_lap_resumes_to_the_same_priors(sims, tmp_path):
     assert header == json.loads((straight / "priors.json").read_text())
 
 
-def test_learn_augment_reaches_the_m_steps(sims, tmp_path):
-    """``--augment`` is recorded with the training settings and the priors train."""
+def test_learn_augment_and_cg_iterations_reach_the_laps(sims, tmp_path, capsys):
+    """``--augment`` and ``--cg-iterations`` are recorded with the settings and the priors
+    train; fewer than one CG iteration is refused."""
     out = tmp_path / "augmented"
     options = list(LEARN_OPTIONS)
     options[options.index("--laps") + 1] = "1"  # one Gaussian lap, then one diffusion lap
     inputs = [*map(str, sims["blend"]), "--blank", *map(str, sims["sky"])]
-    assert main(["learn", *inputs, *options, "--augment", "--out", str(out)]) == 0
+    argv = ["learn", *inputs, *options, "--augment", "--out", str(out)]
+    assert main([*argv, "--cg-iterations", "2"]) == 0
     header = json.loads((out / "priors.json").read_text())
     assert header["metadata"]["training"]["train"] == {
         "steps": 30, "batch_size": 8, "augment": True
     }  # fmt: skip
+    assert header["metadata"]["training"]["sampling"]["cg_iterations"] == 2
+    assert main([*argv, "--cg-iterations", "0"]) != 0
+    assert "--cg-iterations must be at least 1, got 0" in capsys.readouterr().err
     untrained = new_priors(TINY_FRAME, seed=3)["galaxy"].tensors()
     learned = prior_tensors(out)["galaxy"]
     assert any(not np.array_equal(untrained[k].numpy(), v) for k, v in learned.items())
@@ -485,3 +491,15 @@ def test_a_truth_file_given_as_cutout_is_named_as_such(sims):
     assert truth.exists()
     with pytest.raises(InputError, match="simulation truth file, not a cutout"):
         read_cutouts(truth)
+
+
+@pytest.mark.parametrize("slash", ["", "/"])
+def test_simulate_prints_a_run_command_that_matches_its_files(tmp_path, capsys, slash):
+    outdir = f"{tmp_path / 'sims'}{slash}"
+    assert main(["simulate", outdir, "--n-blends", "1", "--n-sky", "0", "--seed", "2", "-q"]) == 0
+    hint = capsys.readouterr().out.splitlines()[-1]
+    patterns = hint.split("galdeblend run ")[1].split(" --out")[0].split()
+    assert "//" not in hint
+    assert [sorted(glob.glob(p)) for p in patterns] == [
+        [str(tmp_path / "sims" / "blend_0000_hsc.fits")]
+    ]
