@@ -36,7 +36,7 @@ from galdeblend.diffusion.samplers import sample_prior
 from galdeblend.metrics import shape_moments
 from galdeblend.priors import Priors
 from galdeblend.simulate import read_truth
-from galdeblend.validate import PRIOR_STEPS, truth_stamps
+from galdeblend.validate import PRIOR_STEPS, truth_stamps, widen_psf
 
 PERCENTILES = (10, 25, 50, 75, 90)
 RADII = (0.3, 0.6, 0.9)  # arcsec
@@ -65,12 +65,11 @@ def outskirts_texture(
 
 
 def see(stamps: np.ndarray, fwhm: float, frame_fwhm: float, pixel_scale: float) -> np.ndarray:
-    """Stamps ``(N, C, H, W)`` at a PSF of ``frame_fwhm`` convolved to ``fwhm`` (arcsec) by a
-    Gaussian of FWHM ``sqrt(fwhm**2 - frame_fwhm**2)``."""
+    """Stamps ``(N, C, H, W)`` at a PSF of ``frame_fwhm`` convolved to ``fwhm`` (arcsec)
+    (:func:`galdeblend.validate.widen_psf`)."""
     if fwhm <= frame_fwhm:
         raise SystemExit(f"--seeing {fwhm} must exceed the prior frame's PSF FWHM {frame_fwhm}")
-    s = np.sqrt(fwhm**2 - frame_fwhm**2) / (2 * np.sqrt(2 * np.log(2))) / pixel_scale
-    return gaussian_filter(stamps, (0, 0, s, s), mode="constant")
+    return widen_psf(stamps, frame_fwhm, fwhm, pixel_scale)
 
 
 def describe(stamps: np.ndarray, bands: list[str], band: str, pixel_scale: float) -> list[str]:

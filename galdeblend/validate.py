@@ -70,6 +70,7 @@ __all__ = [
     "score_blend",
     "truth_stamps",
     "validate",
+    "widen_psf",
 ]
 
 log = logging.getLogger("galdeblend")
@@ -423,6 +424,22 @@ def _band_planes(truth_bands: Sequence[str], prior_bands: Sequence[str]) -> list
     return [names.index(b) for b in prior_bands]
 
 
+def widen_psf(
+    images: np.ndarray, fwhm: float, target_fwhm: float, pixel_scale: float
+) -> np.ndarray:
+    """Images ``(..., H, W)`` at a PSF of FWHM ``fwhm`` convolved with the Gaussian of FWHM
+    ``sqrt(target_fwhm**2 - fwhm**2)`` (arcsec, pixels of ``pixel_scale`` arcsec) that
+    takes a Gaussian PSF to ``target_fwhm``; returned unchanged where ``target_fwhm <= fwhm``.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    extra = np.sqrt(max(target_fwhm**2 - fwhm**2, 0.0))
+    sigma = extra / (2.0 * np.sqrt(2.0 * np.log(2.0))) / pixel_scale
+    if not sigma > 0:
+        return images
+    return gaussian_filter(images, (0,) * (images.ndim - 2) + (sigma, sigma), mode="constant")
+
+
 def truth_stamps(truths: Sequence[SceneTruth], frame: PriorFrame) -> np.ndarray:
     """Every true galaxy in the prior frame centred on it, flux per prior pixel.
 
@@ -456,7 +473,6 @@ def truth_stamps(truths: Sequence[SceneTruth], frame: PriorFrame) -> np.ndarray:
         A prior band has no band of that name in a truth.
     """
     from astropy.wcs.utils import proj_plane_pixel_scales
-    from scipy.ndimage import gaussian_filter
 
     from galdeblend.operators import Resample
     from galdeblend.operators.psf_matching import measure_fwhm
@@ -469,13 +485,9 @@ def truth_stamps(truths: Sequence[SceneTruth], frame: PriorFrame) -> np.ndarray:
         scale = float(np.sqrt(np.prod(proj_plane_pixel_scales(wcs))) * 3600.0)
         fwhm = np.array([measure_fwhm(truth.model_psf[i], scale) for i in planes])
         broader += [f for f in fwhm if f > 1.02 * frame.psf_fwhm]
-        # Gaussian sigma (model pixels) that widens each band's PSF to the prior's.
-        extra = np.sqrt(np.clip(frame.psf_fwhm**2 - fwhm**2, 0.0, None))
-        sigma = extra / (2.0 * np.sqrt(2.0 * np.log(2.0))) / scale
         images = truth.model[:, planes]
-        for c, s in enumerate(sigma):
-            if s > 0:
-                images[:, c] = gaussian_filter(images[:, c], (0, s, s), mode="constant")
+        for c, f in enumerate(fwhm):  # each band's PSF widened to the prior's
+            images[:, c] = widen_psf(images[:, c], f, frame.psf_fwhm, scale)
         table = truth.galaxies
         centers = wcs.pixel_to_world(np.asarray(table["x_model"]), np.asarray(table["y_model"]))
         for image, center in zip(images, centers, strict=True):
