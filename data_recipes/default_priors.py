@@ -11,6 +11,15 @@ The defaults build v6; the shipped set, v12, continues it for two laps with --au
     python data_recipes/default_priors.py --init v6/ --gaussian-laps 0 --laps 2 --augment \
         --name galdeblend-default-hsc-hst-v12 --out galdeblend/data/priors/default
 
+A trial set, v16, continues v12 for 1 + 5 laps with three CG iterations per E-step
+(--cg-iterations 3; 53.4 minutes, laps of 7.8-8.7 minutes, peak 6.9 GB), which makes the
+galaxies less round (docs/validation.rst):
+
+    python data_recipes/default_priors.py --init galdeblend/data/priors/default \
+        --gaussian-laps 0 --laps 1 --augment --cg-iterations 3 --out v15b/
+    python data_recipes/default_priors.py --init v15b/ --gaussian-laps 0 --laps 5 --augment \
+        --cg-iterations 3 --name trial-v16 --out v16/
+
 On 2 CPU cores v6 (a 40 x 40 galaxy stamp, 2.4"; 3 Gaussian + 10 diffusion
 laps; one preconditioned CG iteration per E-step, the defaults here) took 95.0 minutes,
 peak 7.1 GB, diffusion laps of 8.5-9.4 minutes (the time taken is printed and recorded);
