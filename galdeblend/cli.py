@@ -452,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="conjugate-gradient iterations of each E-step's posterior denoiser (default 1, "
         "the paper's; with 1 a lap leaves the galaxies as round as it found them, with 3 it "
-        "makes them more elongated, at 1.3 times the cost: docs/validation.rst)",
+        "makes them more elongated, a lap taking 1.5 times as long: docs/validation.rst)",
     )
     learn.add_argument(
         "--device",
