@@ -50,6 +50,7 @@ __all__ = [
     "catalog_positions",
     "place_instances",
     "build_problem",
+    "sky_operator",
     "group_fields",
     "in_footprint",
 ]
@@ -499,8 +500,12 @@ def place_instances(
     return instances
 
 
-def _sky_operator(obs: Observation, band: int, grid: int, scale: float) -> LinearOperator:
-    """``(B, 1, g, g) -> (B, C, H, W)``: interpolate, scale, place in ``band``, mask."""
+def sky_operator(obs: Observation, band: int, grid: int, scale: float = 1.0) -> LinearOperator:
+    """``(B, 1, g, g) -> (B, C, H, W)``: interpolate, scale, place in ``band``, mask.
+
+    The sky instance of ``obs``'s plane ``band`` on its ``(1, g, g)`` node grid; with
+    ``scale = 1`` it renders a sky result's samples, which are in the data's units.
+    """
     C, H, W = obs.shape
     good = torch.from_numpy((~obs.mask).astype(np.float64))
     return Compose(
@@ -522,7 +527,7 @@ def build_problem(observations: Sequence[Observation], instances: Sequence[Insta
         for i, obs in enumerate(observations):
             if inst.kind == "sky":
                 op = (
-                    _sky_operator(obs, inst.band, inst.frame.shape[1], float(inst.scale[0]))
+                    sky_operator(obs, inst.band, inst.frame.shape[1], float(inst.scale[0]))
                     if inst.observation == i
                     else None
                 )

@@ -1,0 +1,152 @@
+"""Which light the flux intervals miss: each galaxy's, all galaxies' together, or the sky's.
+
+For the blends of a ``galdeblend simulate`` folder deblended by ``galdeblend run``, every
+posterior sample of every galaxy and sky instance is rendered into the survey's cutout
+(without its mask), and in the aperture at each true galaxy's position (0.75", as
+``galdeblend validate``) and in each band it is compared with the truth, as four parts:
+
+- ``own``: the instance matched to the true galaxy (within 0.4"), against that galaxy, as
+  ``galdeblend validate`` scores it (the same intervals, to the last digit);
+- ``galaxies``: all galaxy instances together, against all true galaxies;
+- ``sky``: the sky instances, against the simulated residual background;
+- ``galaxies + sky``: the whole model, against the noiseless image.
+
+For each part it prints the number of (galaxy, band) pairs, the fraction of true values
+inside the 68% and 95% central posterior intervals (the randomized probability integral
+transform of :func:`galdeblend.metrics.inside_intervals`) with its binomial error, and the
+median absolute and the mean error of the posterior mean and the median posterior standard
+deviation, each in units of the aperture's noise; then ``own`` again, split between the
+blends where every true galaxy was matched and the others. A calibrated posterior covers
+every part at 68% and 95%. If ``galaxies`` is covered and ``own`` is not, the posterior
+is right about how much light an aperture holds and wrong about how it is shared among the
+galaxies.
+
+    python benchmarks/light_budget.py sims/ results/ [--survey hsc]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import zlib
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from galdeblend.baselines.segmentation import match_sources
+from galdeblend.frames import Frame, observation_operator
+from galdeblend.io import read_posterior
+from galdeblend.metrics import aperture_flux, inside_intervals
+from galdeblend.results import DeblendResult
+from galdeblend.scene import sky_operator
+from galdeblend.simulate import SceneTruth, read_truth
+from galdeblend.validate import APERTURE_ARCSEC
+
+MATCH_ARCSEC = 0.4
+LEVELS = (0.68, 0.95)
+PARTS = ("own", "galaxies", "sky", "galaxies + sky")
+SPLIT = ("own, blends with every galaxy found", "own, blends with a galaxy missed")
+
+
+def render(result: DeblendResult) -> tuple[list[np.ndarray], np.ndarray]:
+    """Samples of each galaxy instance, each ``(S, C, H, W)``, and of the sky ``(S, C, H, W)``,
+    in ``result.observations[0]``'s cutout without its mask."""
+    obs = result.observations[0]
+    clear = dataclasses.replace(obs, mask=np.zeros_like(obs.mask))
+    frame = Frame(obs.shape, obs.wcs, obs.bands, obs.psf)
+    galaxies, sky = [], np.zeros((len(result.instances[0].samples), *obs.shape))
+    with torch.no_grad():
+        for inst in result.instances:
+            x = torch.from_numpy(inst.samples).double()
+            if inst.kind != "sky":
+                galaxies.append(observation_operator(inst.frame, frame)(x).numpy())
+            elif inst.observation == 0:
+                band = list(obs.bands).index(inst.frame.bands[0])
+                sky += sky_operator(clear, band, inst.frame.shape[-1]).forward(x).numpy()
+    return galaxies, sky
+
+
+def blend_parts(
+    blend: str, result: DeblendResult, truth: SceneTruth, survey: str
+) -> dict[str, tuple[list, list, list]]:
+    """Per part: ``inside`` ``(L, C)``, ``error / noise`` ``(C,)`` and ``std / noise`` ``(C,)``
+    for each true galaxy (``own``: each matched one)."""
+    obs = result.observations[0]
+    galaxies, sky = render(result)
+    table = truth.galaxies
+    true_galaxies = truth.survey_galaxies[survey]
+    background = truth.survey_background[survey]
+    variance = np.where(obs.mask, 0.0, np.broadcast_to(obs.variance, obs.shape))
+    true_xy = np.stack([np.asarray(table[f"x_{survey}"]), np.asarray(table[f"y_{survey}"])], 1)
+    centers = [obs.wcs.world_to_pixel(g.center) for g in result.galaxies]
+    found, true_index = match_sources(
+        np.array(centers, dtype=np.float64).reshape(-1, 2), true_xy, MATCH_ARCSEC / obs.pixel_scale
+    )
+    matched = {int(k): galaxies[i] for i, k in zip(found, true_index, strict=True)}
+    all_galaxies = sum(galaxies, np.zeros_like(sky))
+    radius = APERTURE_ARCSEC / obs.pixel_scale
+    out = {part: ([], [], []) for part in PARTS}
+    for k, xy in enumerate(true_xy):
+        flux = partial(aperture_flux, positions=(float(xy[0]), float(xy[1])), radius=radius)
+        noise = np.sqrt(flux(variance))
+        compared = {
+            "galaxies": (all_galaxies, true_galaxies.sum(axis=0)),
+            "sky": (sky, background),
+            "galaxies + sky": (all_galaxies + sky, true_galaxies.sum(axis=0) + background),
+        }
+        if k in matched:
+            compared["own"] = (matched[k], true_galaxies[k])
+        seed = zlib.crc32(f"{blend}/{k}".encode())  # validate's seed for this galaxy
+        for part, (samples, true_image) in compared.items():
+            sample_flux = np.stack([flux(image) for image in samples])
+            true_flux = flux(true_image)
+            inside, error, std = out[part]
+            inside.append(inside_intervals(sample_flux, true_flux, LEVELS, seed=seed))
+            error.append((sample_flux.mean(axis=0) - true_flux) / noise)
+            std.append(sample_flux.std(axis=0, ddof=1) / noise)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("simdir", type=Path, help="folder written by galdeblend simulate")
+    parser.add_argument("resultsdir", type=Path, help="folder written by galdeblend run")
+    parser.add_argument("--survey", default="hsc", help="survey of the posterior files")
+    args = parser.parse_args()
+    rows = {part: ([], [], []) for part in (*PARTS, *SPLIT)}
+    posteriors = sorted(args.resultsdir.glob(f"*_{args.survey}_posterior.fits"))
+    if not posteriors:
+        raise SystemExit(f"no *_{args.survey}_posterior.fits in {args.resultsdir}")
+    for path in posteriors:
+        blend = path.name[: -len(f"_{args.survey}_posterior.fits")]
+        truth = read_truth(args.simdir / f"{blend}_truth.fits")
+        parts = blend_parts(blend, read_posterior(path), truth, args.survey)
+        complete = len(parts["own"][0]) == len(truth.galaxies)
+        parts[SPLIT[0] if complete else SPLIT[1]] = parts["own"]
+        for part, lists in parts.items():
+            for into, values in zip(rows[part], lists, strict=True):
+                into += values
+    print(
+        f"{len(posteriors)} blends; errors and standard deviations in units of the aperture noise"
+    )
+    print(
+        f"{'part':<37}{'pairs':>6}  {'coverage 68% / 95%':<22}{'median |err|':>13}"
+        f"{'mean error':>11}{'median std':>11}"
+    )
+    for part in (*PARTS, *SPLIT):
+        if not rows[part][0]:
+            continue
+        inside, error, std = (np.concatenate(v, axis=-1) for v in rows[part])
+        coverage = inside.mean(axis=1)
+        spread = np.sqrt(coverage * (1 - coverage) / inside.shape[1])
+        print(
+            f"{part:<37}{inside.shape[1]:>6}  "
+            f"{coverage[0]:.2f} / {coverage[1]:.2f} (± {spread.max():.2f})    "
+            f"{np.median(np.abs(error)):>13.2f}{error.mean():>11.2f}{np.median(std):>11.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""benchmarks/light_budget.py on two tiny simulated blends deblended by ``galdeblend run``."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("galsim")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import light_budget  # noqa: E402
+
+from galdeblend.cli import main  # noqa: E402
+from galdeblend.io import read_posterior  # noqa: E402
+from galdeblend.learn import new_priors  # noqa: E402
+from galdeblend.scene import PriorFrame  # noqa: E402
+from galdeblend.simulate import read_truth, simulate_dataset  # noqa: E402
+from galdeblend.validate import score_blend  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def blends(tmp_path_factory) -> list[tuple[str, object, object]]:
+    """``(name, DeblendResult, SceneTruth)`` of two HSC blends, 4 samples of a tiny prior."""
+    prior = tmp_path_factory.mktemp("prior")
+    frame = PriorFrame((5, 16, 16), 0.1, ("g", "r", "i", "z", "y"), 0.3)
+    new_priors(frame, channels=(8, 16), attention_levels=(1,)).save(prior)
+    simdir = tmp_path_factory.mktemp("sims")
+    manifest = simulate_dataset(
+        simdir, surveys=("hsc",), n_blends=2, n_sky=0, seed=3, stamp_arcsec=5.4, progress=False
+    )
+    cutouts = [str(simdir / s["cutouts"]["hsc"]) for s in manifest["scenes"]]
+    results = tmp_path_factory.mktemp("results")
+    argv = ["run", *cutouts, "--prior", str(prior), "--samples", "4", "--steps", "2"]
+    assert main([*argv, "--out", str(results), "-q"]) == 0
+    return [
+        (
+            s["name"],
+            read_posterior(results / f"{Path(s['cutouts']['hsc']).stem}_posterior.fits"),
+            read_truth(simdir / s["truth"]),
+        )
+        for s in manifest["scenes"]
+    ]
+
+
+def test_rendered_means_rebuild_the_posterior_mean_model(blends):
+    """Galaxies and sky rendered from the saved samples sum to the model ``run`` saved (to
+    float32 rounding; the run's galaxy kernels are cropped, which these faint galaxies do
+    not feel). The untrained prior leaves most light to the sky, so the sky is tested too."""
+    for _, result, _ in blends:
+        galaxies, sky = light_budget.render(result)
+        good = ~result.observations[0].mask
+        model = result.models[0][good]
+        sky_mean = sky.mean(axis=0)[good]
+        assert np.abs(sky_mean).max() > 0.1 * np.abs(model).max()
+        rebuilt = sum(g.mean(axis=0) for g in galaxies)[good] + sky_mean
+        np.testing.assert_allclose(rebuilt, model, rtol=0, atol=1e-6 * np.abs(model).max())
+
+
+def test_own_part_is_what_validate_scores(blends):
+    """The ``own`` part reproduces validate's intervals and errors of the matched galaxies."""
+    matched = 0
+    for name, result, truth in blends:
+        rows, _, _ = score_blend(name, result, truth, "hsc", baselines=())
+        rows = [r for r in rows if r["matched"]]
+        inside, error, std = light_budget.blend_parts(name, result, truth, "hsc")["own"]
+        assert len(rows) == 5 * len(inside)
+        for level, flags in zip(light_budget.LEVELS, np.concatenate(inside, axis=1)):
+            assert [r[f"inside_{level:g}"] for r in rows] == flags.tolist()
+        expected = [r["flux_error"] / r["flux_noise"] for r in rows]
+        np.testing.assert_allclose(np.concatenate(error), expected, rtol=1e-10)
+        assert (np.concatenate(std) > 0).all()
+        matched += len(inside)
+    assert matched > 0
+
+
+def test_galaxies_and_sky_add_up_to_the_whole_model(blends):
+    """Aperture fluxes are linear: per pair, the errors of ``galaxies`` and ``sky`` add up to
+    that of ``galaxies + sky``, and each part has one entry per true galaxy."""
+    for name, result, truth in blends:
+        parts = light_budget.blend_parts(name, result, truth, "hsc")
+        for part in ("galaxies", "sky", "galaxies + sky"):
+            assert len(parts[part][0]) == len(truth.galaxies)
+        total = np.concatenate(parts["galaxies"][1]) + np.concatenate(parts["sky"][1])
+        np.testing.assert_allclose(np.concatenate(parts["galaxies + sky"][1]), total, rtol=1e-9)
