@@ -16,7 +16,9 @@ inside the 68% and 95% central posterior intervals (the randomized probability i
 transform of :func:`galdeblend.metrics.inside_intervals`) with its binomial error, and the
 median absolute and the mean error of the posterior mean and the median posterior standard
 deviation, each in units of the aperture's noise; then ``own`` again, split between the
-blends where every true galaxy was matched and the others. A calibrated posterior covers
+blends where every true galaxy was matched and the others; last, how the sky's error in
+the apertures follows the sky that the true galaxies' light outside every galaxy stamp would
+make on its own (:func:`sky_from_outside_stamps`). A calibrated posterior covers
 every part at 68% and 95%. If ``galaxies`` is covered and ``own`` is not, the posterior
 is right about how much light an aperture holds and wrong about how it is shared among the
 galaxies.
@@ -68,6 +70,53 @@ def render(result: DeblendResult) -> tuple[list[np.ndarray], np.ndarray]:
     return galaxies, sky
 
 
+def sky_from_outside_stamps(result: DeblendResult, truth: SceneTruth, survey: str) -> np.ndarray:
+    """``(K, C)``: in each true galaxy's aperture, the sky that the true galaxies' light outside
+    every galaxy instance's stamp alone would make, in units of the aperture noise.
+
+    That light (the truth in the cutout, on the pixels outside the boxes that the stamps'
+    corners span) is fitted per band, weighted by the inverse variance, by the sky's node
+    grid seen through :func:`galdeblend.scene.sky_operator`. PSF-blurred light from inside a
+    stamp, which the galaxy instances do model, counts as outside near the boxes' edges.
+    """
+    obs = result.observations[0]
+    C, H, W = obs.shape
+    yy, xx = np.mgrid[:H, :W]
+    covered = np.zeros((H, W), dtype=bool)
+    for gal in result.galaxies:
+        h, w = gal.frame.shape[1:]
+        corners = gal.frame.wcs.celestial.pixel_to_world(
+            [-0.5, w - 0.5] * 2, [-0.5] * 2 + [h - 0.5] * 2
+        )
+        x, y = obs.wcs.celestial.world_to_pixel(corners)
+        covered |= (xx >= x.min()) & (xx <= x.max()) & (yy >= y.min()) & (yy <= y.max())
+    outside = truth.survey_galaxies[survey].sum(axis=0) * ~covered
+    clear = dataclasses.replace(obs, mask=np.zeros_like(obs.mask))
+    grid = next(i.frame.shape[-1] for i in result.instances if i.kind == "sky")
+    weight = obs.weight
+    plane = np.zeros(obs.shape)
+    for c in range(C):
+        nodes = torch.eye(grid * grid, dtype=torch.float64).reshape(-1, 1, grid, grid)
+        with torch.no_grad():
+            basis = (
+                sky_operator(clear, c, grid).forward(nodes).numpy()[:, c].reshape(len(nodes), -1)
+            )
+        w = weight[c].ravel()
+        coefficients = np.linalg.solve((basis * w) @ basis.T, (basis * w) @ outside[c].ravel())
+        plane[c] = (coefficients @ basis).reshape(H, W)
+    variance = np.where(obs.mask, 0.0, np.broadcast_to(obs.variance, obs.shape))
+    radius = APERTURE_ARCSEC / obs.pixel_scale
+    table = truth.galaxies
+    fluxes = []
+    for x, y in zip(table[f"x_{survey}"], table[f"y_{survey}"], strict=True):
+        position = (float(x), float(y))
+        fluxes.append(
+            aperture_flux(plane, position, radius)
+            / np.sqrt(aperture_flux(variance, position, radius))
+        )
+    return np.array(fluxes)
+
+
 def blend_parts(
     blend: str, result: DeblendResult, truth: SceneTruth, survey: str
 ) -> dict[str, tuple[list, list, list]]:
@@ -116,13 +165,16 @@ def main() -> None:
     parser.add_argument("--survey", default="hsc", help="survey of the posterior files")
     args = parser.parse_args()
     rows = {part: ([], [], []) for part in (*PARTS, *SPLIT)}
+    predicted = []
     posteriors = sorted(args.resultsdir.glob(f"*_{args.survey}_posterior.fits"))
     if not posteriors:
         raise SystemExit(f"no *_{args.survey}_posterior.fits in {args.resultsdir}")
     for path in posteriors:
         blend = path.name[: -len(f"_{args.survey}_posterior.fits")]
         truth = read_truth(args.simdir / f"{blend}_truth.fits")
-        parts = blend_parts(blend, read_posterior(path), truth, args.survey)
+        result = read_posterior(path)
+        parts = blend_parts(blend, result, truth, args.survey)
+        predicted.append(sky_from_outside_stamps(result, truth, args.survey))
         complete = len(parts["own"][0]) == len(truth.galaxies)
         parts[SPLIT[0] if complete else SPLIT[1]] = parts["own"]
         for part, lists in parts.items():
@@ -146,6 +198,15 @@ def main() -> None:
             f"{coverage[0]:.2f} / {coverage[1]:.2f} (± {spread.max():.2f})    "
             f"{np.median(np.abs(error)):>13.2f}{error.mean():>11.2f}{np.median(std):>11.2f}"
         )
+
+    sky_error = np.concatenate(rows["sky"][1])
+    predicted = np.concatenate(predicted).ravel()
+    slope = (sky_error * predicted).sum() / (predicted**2).sum()
+    print(
+        f"sky error against the sky that the galaxy light outside the stamps makes: mean "
+        f"{sky_error.mean():.2f} against {predicted.mean():.2f}, correlation "
+        f"{np.corrcoef(sky_error, predicted)[0, 1]:.2f}, slope {slope:.2f}"
+    )
 
 
 if __name__ == "__main__":

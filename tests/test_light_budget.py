@@ -1,10 +1,12 @@
 """benchmarks/light_budget.py on two tiny simulated blends deblended by ``galdeblend run``."""
 
+import dataclasses
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("galsim")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -13,9 +15,10 @@ import light_budget  # noqa: E402
 from galdeblend.cli import main  # noqa: E402
 from galdeblend.io import read_posterior  # noqa: E402
 from galdeblend.learn import new_priors  # noqa: E402
-from galdeblend.scene import PriorFrame  # noqa: E402
+from galdeblend.metrics import aperture_flux  # noqa: E402
+from galdeblend.scene import PriorFrame, sky_operator  # noqa: E402
 from galdeblend.simulate import read_truth, simulate_dataset  # noqa: E402
-from galdeblend.validate import score_blend  # noqa: E402
+from galdeblend.validate import APERTURE_ARCSEC, score_blend  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +85,32 @@ def test_galaxies_and_sky_add_up_to_the_whole_model(blends):
             assert len(parts[part][0]) == len(truth.galaxies)
         total = np.concatenate(parts["galaxies"][1]) + np.concatenate(parts["sky"][1])
         np.testing.assert_allclose(np.concatenate(parts["galaxies + sky"][1]), total, rtol=1e-9)
+
+
+def test_sky_from_outside_stamps_gives_back_a_sky_plane(blends):
+    """With no galaxy instance, all the true light is outside the stamps; light that is itself
+    a sky of the node grid is fitted exactly, so its aperture fluxes come back."""
+    _, result, truth = blends[0]
+    obs = result.observations[0]
+    skies = [inst for inst in result.instances if inst.kind == "sky"]
+    grid = skies[0].frame.shape[-1]
+    clear = dataclasses.replace(obs, mask=np.zeros_like(obs.mask))
+    nodes = torch.from_numpy(
+        np.random.default_rng(0).uniform(1, 100, (obs.shape[0], 1, grid, grid))
+    )
+    plane = sum(
+        sky_operator(clear, c, grid).forward(nodes[c : c + 1])[0].numpy()
+        for c in range(obs.shape[0])
+    )
+    got = light_budget.sky_from_outside_stamps(
+        dataclasses.replace(result, instances=skies),
+        dataclasses.replace(truth, survey_galaxies={"hsc": plane[None]}),
+        "hsc",
+    )
+    variance = np.where(obs.mask, 0.0, obs.variance)
+    radius = APERTURE_ARCSEC / obs.pixel_scale
+    for k, (x, y) in enumerate(zip(truth.galaxies["x_hsc"], truth.galaxies["y_hsc"])):
+        xy = (float(x), float(y))
+        expected = aperture_flux(plane, xy, radius) / np.sqrt(aperture_flux(variance, xy, radius))
+        np.testing.assert_allclose(got[k], expected, rtol=1e-8)
+    assert np.abs(got).min() > 0
