@@ -32,3 +32,26 @@ def data_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_deblends(tmp_path_factory) -> tuple[Path, Path]:
+    """``(SIMDIR, RESULTSDIR)``: two simulated HSC blends (5.4", seed 3) and their posteriors
+    from ``galdeblend run`` with an untrained tiny prior, 2 samples and 2 sampler steps."""
+    from galdeblend.cli import main
+    from galdeblend.learn import new_priors
+    from galdeblend.scene import PriorFrame
+    from galdeblend.simulate import simulate_dataset
+
+    prior = tmp_path_factory.mktemp("prior")
+    frame = PriorFrame((5, 16, 16), 0.1, ("g", "r", "i", "z", "y"), 0.3)
+    new_priors(frame, channels=(8, 16), attention_levels=(1,)).save(prior)
+    simdir = tmp_path_factory.mktemp("sims")
+    manifest = simulate_dataset(
+        simdir, surveys=("hsc",), n_blends=2, n_sky=0, seed=3, stamp_arcsec=5.4, progress=False
+    )
+    cutouts = [str(simdir / s["cutouts"]["hsc"]) for s in manifest["scenes"]]
+    results = tmp_path_factory.mktemp("results")
+    argv = ["run", *cutouts, "--prior", str(prior), "--samples", "2", "--steps", "2"]
+    assert main([*argv, "--out", str(results), "-q"]) == 0
+    return simdir, results

@@ -1,6 +1,8 @@
-"""benchmarks/light_budget.py on two tiny simulated blends deblended by ``galdeblend run``."""
+"""benchmarks/light_budget.py on two tiny simulated blends deblended by ``galdeblend run``
+(the ``tiny_deblends`` fixture)."""
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -12,36 +14,25 @@ pytest.importorskip("galsim")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import light_budget  # noqa: E402
 
-from galdeblend.cli import main  # noqa: E402
 from galdeblend.io import read_posterior  # noqa: E402
-from galdeblend.learn import new_priors  # noqa: E402
 from galdeblend.metrics import aperture_flux  # noqa: E402
-from galdeblend.scene import PriorFrame, sky_operator  # noqa: E402
-from galdeblend.simulate import read_truth, simulate_dataset  # noqa: E402
+from galdeblend.scene import sky_operator  # noqa: E402
+from galdeblend.simulate import read_truth  # noqa: E402
 from galdeblend.validate import APERTURE_ARCSEC, score_blend  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def blends(tmp_path_factory) -> list[tuple[str, object, object]]:
-    """``(name, DeblendResult, SceneTruth)`` of two HSC blends, 4 samples of a tiny prior."""
-    prior = tmp_path_factory.mktemp("prior")
-    frame = PriorFrame((5, 16, 16), 0.1, ("g", "r", "i", "z", "y"), 0.3)
-    new_priors(frame, channels=(8, 16), attention_levels=(1,)).save(prior)
-    simdir = tmp_path_factory.mktemp("sims")
-    manifest = simulate_dataset(
-        simdir, surveys=("hsc",), n_blends=2, n_sky=0, seed=3, stamp_arcsec=5.4, progress=False
-    )
-    cutouts = [str(simdir / s["cutouts"]["hsc"]) for s in manifest["scenes"]]
-    results = tmp_path_factory.mktemp("results")
-    argv = ["run", *cutouts, "--prior", str(prior), "--samples", "4", "--steps", "2"]
-    assert main([*argv, "--out", str(results), "-q"]) == 0
+def blends(tiny_deblends) -> list[tuple[str, object, object]]:
+    """``(name, DeblendResult, SceneTruth)`` of the two tiny blends (2 posterior samples)."""
+    simdir, results = tiny_deblends
+    scenes = json.loads((simdir / "manifest.json").read_text())["scenes"]
     return [
         (
             s["name"],
             read_posterior(results / f"{Path(s['cutouts']['hsc']).stem}_posterior.fits"),
             read_truth(simdir / s["truth"]),
         )
-        for s in manifest["scenes"]
+        for s in scenes
     ]
 
 

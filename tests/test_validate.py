@@ -1,9 +1,10 @@
 """Tests of :mod:`galdeblend.validate` and ``galdeblend validate`` on a tiny simulated set.
 
 Two 32x32 HSC blends (:func:`galdeblend.simulate.simulate_dataset`) are deblended by
-``galdeblend run`` with an untrained tiny prior and 2 sampler steps, then scored. The prior
-test (PQMass) runs on a Gaussian galaxy prior around a round blob: the untrained U-Net draws
-noise-like samples, for which PQMass in pixel space is degenerate.
+``galdeblend run`` with an untrained tiny prior and 2 sampler steps (the ``tiny_deblends``
+fixture of ``conftest.py``), then scored. The prior test (PQMass) runs on a Gaussian galaxy
+prior around a round blob: the untrained U-Net draws noise-like samples, for which PQMass in
+pixel space is degenerate.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from galdeblend.io import read_posterior
 from galdeblend.learn import new_priors
 from galdeblend.priors import Priors
 from galdeblend.scene import PriorFrame
-from galdeblend.simulate import SceneTruth, read_truth, simulate_dataset
+from galdeblend.simulate import SceneTruth, read_truth
 from galdeblend.validate import (
     LEVELS,
     _shape_pqmass,
@@ -46,22 +47,6 @@ BASELINES = {"photutils", "sep"} | (
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> tuple[Path, Path]:
-    """(SIMDIR, RESULTSDIR): two simulated blends and their posteriors."""
-    prior = tmp_path_factory.mktemp("prior")
-    new_priors(TINY_FRAME, channels=(8, 16), attention_levels=(1,)).save(prior)
-    simdir = tmp_path_factory.mktemp("sims")
-    manifest = simulate_dataset(
-        simdir, surveys=("hsc",), n_blends=2, n_sky=0, seed=3, stamp_arcsec=5.4, progress=False
-    )
-    cutouts = [str(simdir / s["cutouts"]["hsc"]) for s in manifest["scenes"]]
-    results = tmp_path_factory.mktemp("results")
-    argv = ["run", *cutouts, "--prior", str(prior), "--samples", "2", "--steps", "2"]
-    assert main([*argv, "--out", str(results), "-q"]) == 0
-    return simdir, results
-
-
-@pytest.fixture(scope="module")
 def blob_priors(tmp_path_factory) -> Path:
     """A prior set on TINY_FRAME whose galaxy prior is N(round blob of peak 1, 0.05^2)."""
     yy, xx = np.mgrid[:16, :16]
@@ -73,8 +58,8 @@ def blob_priors(tmp_path_factory) -> Path:
     return path
 
 
-def test_validate_writes_table_and_report(runs, capsys):
-    simdir, results = runs
+def test_validate_writes_table_and_report(tiny_deblends, capsys):
+    simdir, results = tiny_deblends
     assert main(["validate", str(simdir), str(results), "-q"]) == 0
     printed = capsys.readouterr().out
     report = results / "validation"
@@ -133,8 +118,8 @@ def test_validate_writes_table_and_report(runs, capsys):
     assert len(galaxies) == (1 + len(BASELINES)) * 5 * n_true
 
 
-def test_completeness_matches_galaxy_rows(runs, tmp_path, caplog):
-    simdir, results = runs
+def test_completeness_matches_galaxy_rows(tiny_deblends, tmp_path, caplog):
+    simdir, results = tiny_deblends
     table = validate(simdir, results, outdir=tmp_path)
     # the shipped priors have an F814W plane that HSC-only truth lacks: no prior test
     assert "prior PQMass of the default priors skipped" in caplog.text
@@ -151,7 +136,7 @@ def test_completeness_matches_galaxy_rows(runs, tmp_path, caplog):
         assert fraction <= completeness["high"][0] + 1e-9
 
 
-def test_scarlet2_fits_the_photutils_detections(runs):
+def test_scarlet2_fits_the_photutils_detections(tiny_deblends):
     """scarlet2 starts one source at each peak of the photutils detection: it finds the same
     galaxies, and its sources' models add up to the data (residual chi-square near 1; the
     residual background, which scarlet2 does not model, keeps it above)."""
@@ -159,7 +144,7 @@ def test_scarlet2_fits_the_photutils_detections(runs):
     from galdeblend.baselines.scarlet2_adapter import scarlet2_deblend
     from galdeblend.baselines.segmentation import photutils_deblend
 
-    simdir, results = runs
+    simdir, results = tiny_deblends
     result = read_posterior(results / "blend_0000_hsc_posterior.fits")
     truth = read_truth(simdir / "blend_0000_truth.fits")
     rows, blends, _ = score_blend(
@@ -181,7 +166,7 @@ def test_scarlet2_fits_the_photutils_detections(runs):
     assert residual.mean() < 1.25 < no_model.mean()  # measured: 1.11 against 1.76
 
 
-def test_validate_skips_scarlet2_once_without_it(runs, tmp_path, caplog, monkeypatch):
+def test_validate_skips_scarlet2_once_without_it(tiny_deblends, tmp_path, caplog, monkeypatch):
     import galdeblend.validate
 
     find_spec = importlib.util.find_spec
@@ -190,14 +175,14 @@ def test_validate_skips_scarlet2_once_without_it(runs, tmp_path, caplog, monkeyp
         "find_spec",
         lambda name, *args: None if name == "scarlet2" else find_spec(name, *args),
     )
-    simdir, results = runs
+    simdir, results = tiny_deblends
     table = validate(simdir, results, outdir=tmp_path, prior_samples=0)
     assert caplog.text.count("scarlet2 skipped") == 1
     assert set(table["method"]) == {"galdeblend", "photutils", "sep"}
 
 
-def test_validate_reports_prior_pqmass(runs, blob_priors, tmp_path, capsys):
-    simdir, results = runs
+def test_validate_reports_prior_pqmass(tiny_deblends, blob_priors, tmp_path, capsys):
+    simdir, results = tiny_deblends
     argv = ["validate", str(simdir), str(results), "--out", str(tmp_path), "-q"]
     assert main([*argv, "--prior", str(blob_priors), "--prior-samples", "16"]) == 0
     assert "| galdeblend | prior PQMass p-value |" in capsys.readouterr().out
@@ -261,8 +246,8 @@ def test_truth_stamps_resample_widen_psf_and_order_bands():
         truth_stamps([truth], PriorFrame((2, 32, 32), 0.2, ("g", "y"), 0.5))
 
 
-def test_pqmass_of_truth_stamps_tells_copies_from_noise(runs):
-    simdir, _ = runs
+def test_pqmass_of_truth_stamps_tells_copies_from_noise(tiny_deblends):
+    simdir, _ = tiny_deblends
     truths = [read_truth(simdir / f"blend_000{i}_truth.fits") for i in (0, 1)]
     stamps = truth_stamps(truths, TINY_FRAME)
     assert stamps.shape == (sum(len(t.galaxies) for t in truths), *TINY_FRAME.shape)
@@ -282,14 +267,14 @@ def test_pqmass_of_truth_stamps_tells_copies_from_noise(runs):
     assert noise.pvalue.max() < 1e-3
 
 
-def test_exact_posterior_flux_scores_zero_error(runs):
+def test_exact_posterior_flux_scores_zero_error(tiny_deblends):
     """Samples 0.9 and 1.1 times the true galaxy: no flux error and the truth inside every
     interval; an estimate holding only the aperture's light: no aperture error, the light
     outside the aperture missing from the total."""
     from galdeblend.metrics import aperture_flux
     from galdeblend.validate import APERTURE_ARCSEC, _galaxy_rows
 
-    simdir, _ = runs
+    simdir, _ = tiny_deblends
     truth = read_truth(simdir / "blend_0000_truth.fits")
     images = truth.survey_galaxies["hsc"]
     bands = ("g", "r", "i", "z", "y")
@@ -322,13 +307,13 @@ def test_exact_posterior_flux_scores_zero_error(runs):
     assert outside.max() > 0.05  # some galaxy spills out of the aperture
 
 
-def test_flux_noise_is_the_scatter_of_aperture_photometry(runs):
+def test_flux_noise_is_the_scatter_of_aperture_photometry(tiny_deblends):
     """``flux_noise``: sqrt(variance x aperture area) over the true flux, which is the
     standard deviation of aperture photometry on noise of that variance."""
     from galdeblend.metrics import aperture_flux
     from galdeblend.validate import APERTURE_ARCSEC, _galaxy_rows
 
-    simdir, _ = runs
+    simdir, _ = tiny_deblends
     truth = read_truth(simdir / "blend_0000_truth.fits")
     images = truth.survey_galaxies["hsc"]
     bands = ("g", "r", "i", "z", "y")
@@ -346,10 +331,10 @@ def test_flux_noise_is_the_scatter_of_aperture_photometry(runs):
     assert scatter == pytest.approx(np.sqrt(np.pi) * radius, rel=0.15)
 
 
-def test_rendered_posterior_fluxes_match_the_samples(runs):
+def test_rendered_posterior_fluxes_match_the_samples(tiny_deblends):
     """score_blend renders every sample through the operator without the cutout's mask: the
     total flux of a galaxy inside the cutout is its stamps' mean sum, the mask ignored."""
-    simdir, results = runs
+    simdir, results = tiny_deblends
     result = read_posterior(results / "blend_0000_hsc_posterior.fits")
     truth = read_truth(simdir / "blend_0000_truth.fits")
     obs = result.observations[0]
@@ -377,10 +362,10 @@ def test_rendered_posterior_fluxes_match_the_samples(runs):
     assert checked
 
 
-def test_shape_errors_vanish_for_the_true_image(runs):
+def test_shape_errors_vanish_for_the_true_image(tiny_deblends):
     from galdeblend.validate import _galaxy_rows
 
-    simdir, _ = runs
+    simdir, _ = tiny_deblends
     truth = read_truth(simdir / "blend_0000_truth.fits")
     images = truth.survey_galaxies["hsc"]
     matches = {k: (image[None], image) for k, image in enumerate(images)}
@@ -394,12 +379,12 @@ def test_shape_errors_vanish_for_the_true_image(runs):
     assert np.abs(errors[measured]).max() < 1e-9
 
 
-def test_ellipticity_response_of_true_and_round_images(runs):
+def test_ellipticity_response_of_true_and_round_images(tiny_deblends):
     """Estimates equal to the truth respond 1; round Gaussians of the galaxies' fluxes at
     their true positions respond 0."""
     from galdeblend.validate import _galaxy_rows
 
-    simdir, _ = runs
+    simdir, _ = tiny_deblends
     truth = read_truth(simdir / "blend_0000_truth.fits")
     images = truth.survey_galaxies["hsc"]
     bands = ("g", "r", "i", "z", "y")
