@@ -95,8 +95,8 @@ def sky_from_outside_stamps(result: DeblendResult, truth: SceneTruth, survey: st
     grid = next(i.frame.shape[-1] for i in result.instances if i.kind == "sky")
     weight = obs.weight
     plane = np.zeros(obs.shape)
+    nodes = torch.eye(grid * grid, dtype=torch.float64).reshape(-1, 1, grid, grid)
     for c in range(C):
-        nodes = torch.eye(grid * grid, dtype=torch.float64).reshape(-1, 1, grid, grid)
         with torch.no_grad():
             basis = (
                 sky_operator(clear, c, grid).forward(nodes).numpy()[:, c].reshape(len(nodes), -1)

@@ -1,8 +1,9 @@
 """Shared test configuration.
 
 Pytest settings (markers, default ``-m "not slow"``) live in ``setup.cfg``. Here: one torch
-thread per test process (the suite runs with ``pytest -n 2`` on two cores) and the location of
-the survey data used by the real-data tests.
+thread per test process (the suite runs with ``pytest -n 2`` on two cores), the location of
+the survey data used by the real-data tests, and two tiny simulated blends deblended once for
+the tests of ``validate`` and of ``benchmarks/light_budget.py``.
 """
 
 from __future__ import annotations
