@@ -38,41 +38,40 @@ import numpy as np
 import torch
 
 from galdeblend.baselines.segmentation import match_sources
-from galdeblend.frames import Frame, observation_operator
 from galdeblend.io import read_posterior
 from galdeblend.metrics import aperture_flux, inside_intervals
 from galdeblend.results import DeblendResult
 from galdeblend.scene import sky_operator
 from galdeblend.simulate import SceneTruth, read_truth
-from galdeblend.validate import APERTURE_ARCSEC
+from galdeblend.validate import APERTURE_ARCSEC, render_galaxies
 
 MATCH_ARCSEC = 0.4
 LEVELS = (0.68, 0.95)
 PARTS = ("own", "galaxies", "sky", "galaxies + sky")
 SPLIT = ("own, blends with every galaxy found", "own, blends with a galaxy missed")
+OUTSIDE = "sky from outside stamps"
 
 
 def render(result: DeblendResult) -> tuple[list[np.ndarray], np.ndarray]:
-    """Samples of each galaxy instance, each ``(S, C, H, W)``, and of the sky ``(S, C, H, W)``,
-    in ``result.observations[0]``'s cutout without its mask."""
+    """Samples of each galaxy instance, each ``(S, C, H, W)`` (as ``validate`` renders them:
+    :func:`galdeblend.validate.render_galaxies`), and of the sky ``(S, C, H, W)``, in
+    ``result.observations[0]``'s cutout without its mask."""
     obs = result.observations[0]
     clear = dataclasses.replace(obs, mask=np.zeros_like(obs.mask))
-    frame = Frame(obs.shape, obs.wcs, obs.bands, obs.psf)
-    galaxies, sky = [], np.zeros((len(result.instances[0].samples), *obs.shape))
+    galaxies = [samples for _, samples in render_galaxies(result, obs)]
+    sky = np.zeros((len(result.instances[0].samples), *obs.shape))
     with torch.no_grad():
         for inst in result.instances:
-            x = torch.from_numpy(inst.samples).double()
-            if inst.kind != "sky":
-                galaxies.append(observation_operator(inst.frame, frame)(x).numpy())
-            elif inst.observation == 0:
+            if inst.kind == "sky" and inst.observation == 0:
                 band = list(obs.bands).index(inst.frame.bands[0])
+                x = torch.from_numpy(inst.samples).double()
                 sky += sky_operator(clear, band, inst.frame.shape[-1]).forward(x).numpy()
     return galaxies, sky
 
 
 def sky_from_outside_stamps(result: DeblendResult, truth: SceneTruth, survey: str) -> np.ndarray:
-    """``(K, C)``: in each true galaxy's aperture, the sky that the true galaxies' light outside
-    every galaxy instance's stamp alone would make, in units of the aperture noise.
+    """``(C, H, W)``: the sky that the true galaxies' light outside every galaxy instance's
+    stamp would make on its own, in ``result.observations[0]``'s cutout.
 
     That light (the truth in the cutout, on the pixels outside the boxes that the stamps'
     corners span) is fitted per band, weighted by the inverse variance, by the sky's node
@@ -104,24 +103,20 @@ def sky_from_outside_stamps(result: DeblendResult, truth: SceneTruth, survey: st
         w = weight[c].ravel()
         coefficients = np.linalg.solve((basis * w) @ basis.T, (basis * w) @ outside[c].ravel())
         plane[c] = (coefficients @ basis).reshape(H, W)
-    variance = np.where(obs.mask, 0.0, np.broadcast_to(obs.variance, obs.shape))
-    radius = APERTURE_ARCSEC / obs.pixel_scale
-    table = truth.galaxies
-    fluxes = []
-    for x, y in zip(table[f"x_{survey}"], table[f"y_{survey}"], strict=True):
-        position = (float(x), float(y))
-        fluxes.append(
-            aperture_flux(plane, position, radius)
-            / np.sqrt(aperture_flux(variance, position, radius))
-        )
-    return np.array(fluxes)
+    return plane
 
 
 def blend_parts(
-    blend: str, result: DeblendResult, truth: SceneTruth, survey: str
+    blend: str,
+    result: DeblendResult,
+    truth: SceneTruth,
+    survey: str,
+    outside_sky: np.ndarray | None = None,
 ) -> dict[str, tuple[list, list, list]]:
     """Per part: ``inside`` ``(L, C)``, ``error / noise`` ``(C,)`` and ``std / noise`` ``(C,)``
-    for each true galaxy (``own``: each matched one)."""
+    for each true galaxy (``own``: each matched one). Given ``outside_sky`` ``(C, H, W)``
+    (:func:`sky_from_outside_stamps`), the part ``OUTSIDE`` holds its aperture flux over the
+    noise in the error's place (no intervals, no spread)."""
     obs = result.observations[0]
     galaxies, sky = render(result)
     table = truth.galaxies
@@ -136,10 +131,12 @@ def blend_parts(
     matched = {int(k): galaxies[i] for i, k in zip(found, true_index, strict=True)}
     all_galaxies = sum(galaxies, np.zeros_like(sky))
     radius = APERTURE_ARCSEC / obs.pixel_scale
-    out = {part: ([], [], []) for part in PARTS}
+    out = {part: ([], [], []) for part in (*PARTS, OUTSIDE)}
     for k, xy in enumerate(true_xy):
         flux = partial(aperture_flux, positions=(float(xy[0]), float(xy[1])), radius=radius)
         noise = np.sqrt(flux(variance))
+        if outside_sky is not None:
+            out[OUTSIDE][1].append(flux(outside_sky) / noise)
         compared = {
             "galaxies": (all_galaxies, true_galaxies.sum(axis=0)),
             "sky": (sky, background),
@@ -164,8 +161,7 @@ def main() -> None:
     parser.add_argument("resultsdir", type=Path, help="folder written by galdeblend run")
     parser.add_argument("--survey", default="hsc", help="survey of the posterior files")
     args = parser.parse_args()
-    rows = {part: ([], [], []) for part in (*PARTS, *SPLIT)}
-    predicted = []
+    rows = {part: ([], [], []) for part in (*PARTS, *SPLIT, OUTSIDE)}
     posteriors = sorted(args.resultsdir.glob(f"*_{args.survey}_posterior.fits"))
     if not posteriors:
         raise SystemExit(f"no *_{args.survey}_posterior.fits in {args.resultsdir}")
@@ -173,8 +169,8 @@ def main() -> None:
         blend = path.name[: -len(f"_{args.survey}_posterior.fits")]
         truth = read_truth(args.simdir / f"{blend}_truth.fits")
         result = read_posterior(path)
-        parts = blend_parts(blend, result, truth, args.survey)
-        predicted.append(sky_from_outside_stamps(result, truth, args.survey))
+        outside_sky = sky_from_outside_stamps(result, truth, args.survey)
+        parts = blend_parts(blend, result, truth, args.survey, outside_sky)
         complete = len(parts["own"][0]) == len(truth.galaxies)
         parts[SPLIT[0] if complete else SPLIT[1]] = parts["own"]
         for part, lists in parts.items():
@@ -200,7 +196,7 @@ def main() -> None:
         )
 
     sky_error = np.concatenate(rows["sky"][1])
-    predicted = np.concatenate(predicted).ravel()
+    predicted = np.concatenate(rows[OUTSIDE][1])
     slope = (sky_error * predicted).sum() / (predicted**2).sum()
     print(
         f"sky error against the sky that the galaxy light outside the stamps makes: mean "

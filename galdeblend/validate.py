@@ -67,6 +67,7 @@ __all__ = [
     "PRIOR_STEPS",
     "flux_scores",
     "markdown_table",
+    "render_galaxies",
     "score_blend",
     "truth_stamps",
     "validate",
@@ -193,7 +194,7 @@ def _image_scores(estimate: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, 
     return scores[0], scores[1]
 
 
-def _render(result: DeblendResult, obs: Observation) -> list[tuple[np.ndarray, np.ndarray]]:
+def render_galaxies(result: DeblendResult, obs: Observation) -> list[tuple[np.ndarray, np.ndarray]]:
     """Each galaxy seen in ``obs`` without its mask: ``(mean (C_obs, H, W), samples (S, C_obs,
     H, W))``."""
     from galdeblend.frames import Frame, observation_operator
@@ -339,7 +340,7 @@ def score_blend(
     gal_xy = np.array(
         [obs.wcs.world_to_pixel(g.center) for g in galaxies], dtype=np.float64
     ).reshape(-1, 2)
-    rendered = _render(result, obs)
+    rendered = render_galaxies(result, obs)
     found, true_index = match_sources(gal_xy, true_xy, radius)
     matches = {
         int(k): (rendered[i][1], rendered[i][0]) for i, k in zip(found, true_index, strict=True)
