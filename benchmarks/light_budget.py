@@ -16,7 +16,10 @@ inside the 68% and 95% central posterior intervals (the randomized probability i
 transform of :func:`galdeblend.metrics.inside_intervals`) with its binomial error, and the
 median absolute and the mean error of the posterior mean and the median posterior standard
 deviation, each in units of the aperture's noise; then ``own`` again, split between the
-blends where every true galaxy was matched and the others; last, how the sky's error in
+blends where every true galaxy was matched and the others, and, in the former, between the
+brightest galaxy of a blend of several, its fainter neighbours and the galaxies alone in
+their blend (:func:`galaxy_roles`: light that the posterior hands from a bright galaxy to
+its neighbours makes the first too faint and the second too bright); last, how the sky's error in
 the apertures follows the sky that the true galaxies' light outside every galaxy stamp would
 make on its own (:func:`sky_from_outside_stamps`). A calibrated posterior covers
 every part at 68% and 95%. If ``galaxies`` is covered and ``own`` is not, the posterior
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import zlib
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -49,6 +53,11 @@ MATCH_ARCSEC = 0.4
 LEVELS = (0.68, 0.95)
 PARTS = ("own", "galaxies", "sky", "galaxies + sky")
 SPLIT = ("own, blends with every galaxy found", "own, blends with a galaxy missed")
+ROLES = (
+    "own, brightest of several (all found)",
+    "own, its fainter neighbours (all found)",
+    "own, alone in its blend",
+)
 OUTSIDE = "sky from outside stamps"
 
 
@@ -67,6 +76,17 @@ def render(result: DeblendResult) -> tuple[list[np.ndarray], np.ndarray]:
                 x = torch.from_numpy(inst.samples).double()
                 sky += sky_operator(clear, band, inst.frame.shape[-1]).forward(x).numpy()
     return galaxies, sky
+
+
+def galaxy_roles(truth: SceneTruth, survey: str, bands: Sequence[str]) -> list[str]:
+    """Each true galaxy's entry of :data:`ROLES`: alone in its blend, the brightest of several
+    (its true flux in ``survey`` summed over ``bands``), or one of that galaxy's fainter
+    neighbours."""
+    flux = sum(np.asarray(truth.galaxies[f"flux_{survey}_{band}"], dtype=float) for band in bands)
+    if len(flux) == 1:
+        return [ROLES[2]]
+    brightest = int(np.argmax(flux))
+    return [ROLES[0] if k == brightest else ROLES[1] for k in range(len(flux))]
 
 
 def sky_from_outside_stamps(result: DeblendResult, truth: SceneTruth, survey: str) -> np.ndarray:
@@ -161,7 +181,7 @@ def main() -> None:
     parser.add_argument("resultsdir", type=Path, help="folder written by galdeblend run")
     parser.add_argument("--survey", default="hsc", help="survey of the posterior files")
     args = parser.parse_args()
-    rows = {part: ([], [], []) for part in (*PARTS, *SPLIT, OUTSIDE)}
+    rows = {part: ([], [], []) for part in (*PARTS, *SPLIT, *ROLES, OUTSIDE)}
     posteriors = sorted(args.resultsdir.glob(f"*_{args.survey}_posterior.fits"))
     if not posteriors:
         raise SystemExit(f"no *_{args.survey}_posterior.fits in {args.resultsdir}")
@@ -173,6 +193,11 @@ def main() -> None:
         parts = blend_parts(blend, result, truth, args.survey, outside_sky)
         complete = len(parts["own"][0]) == len(truth.galaxies)
         parts[SPLIT[0] if complete else SPLIT[1]] = parts["own"]
+        if complete:
+            bands = result.observations[0].bands
+            for role, *values in zip(galaxy_roles(truth, args.survey, bands), *parts["own"]):
+                for into, value in zip(rows[role], values, strict=True):
+                    into.append(value)
         for part, lists in parts.items():
             for into, values in zip(rows[part], lists, strict=True):
                 into += values
@@ -180,17 +205,17 @@ def main() -> None:
         f"{len(posteriors)} blends; errors and standard deviations in units of the aperture noise"
     )
     print(
-        f"{'part':<37}{'pairs':>6}  {'coverage 68% / 95%':<22}{'median |err|':>13}"
+        f"{'part':<41}{'pairs':>6}  {'coverage 68% / 95%':<22}{'median |err|':>13}"
         f"{'mean error':>11}{'median std':>11}"
     )
-    for part in (*PARTS, *SPLIT):
+    for part in (*PARTS, *SPLIT, *ROLES):
         if not rows[part][0]:
             continue
         inside, error, std = (np.concatenate(v, axis=-1) for v in rows[part])
         coverage = inside.mean(axis=1)
         spread = np.sqrt(coverage * (1 - coverage) / inside.shape[1])
         print(
-            f"{part:<37}{inside.shape[1]:>6}  "
+            f"{part:<41}{inside.shape[1]:>6}  "
             f"{coverage[0]:.2f} / {coverage[1]:.2f} (± {spread.max():.2f})    "
             f"{np.median(np.abs(error)):>13.2f}{error.mean():>11.2f}{np.median(std):>11.2f}"
         )

@@ -108,3 +108,18 @@ def test_sky_from_outside_stamps_gives_back_a_sky_plane(blends):
         expected = aperture_flux(plane, xy, radius) / np.sqrt(aperture_flux(variance, xy, radius))
         np.testing.assert_allclose(predicted[k], expected, rtol=1e-8)
     assert np.abs(np.array(predicted)).min() > 0
+
+
+def test_galaxy_roles_name_the_brightest_once(blends):
+    """Each blend of several has one brightest galaxy, the one of largest true HSC flux, and
+    the rest are its neighbours; a galaxy alone in its blend is neither."""
+    for _, result, truth in blends:
+        bands = result.observations[0].bands
+        flux = sum(np.asarray(truth.galaxies[f"flux_hsc_{b}"]) for b in bands)
+        roles = light_budget.galaxy_roles(truth, "hsc", bands)
+        assert len(flux) > 1
+        assert roles.count(light_budget.ROLES[0]) == 1
+        assert roles.index(light_budget.ROLES[0]) == int(np.argmax(flux))
+        assert roles.count(light_budget.ROLES[1]) == len(flux) - 1
+        alone = dataclasses.replace(truth, galaxies=truth.galaxies[1:2])
+        assert light_budget.galaxy_roles(alone, "hsc", bands) == [light_budget.ROLES[2]]
