@@ -195,7 +195,9 @@ def main() -> None:
         parts[SPLIT[0] if complete else SPLIT[1]] = parts["own"]
         if complete:
             bands = result.observations[0].bands
-            for role, *values in zip(galaxy_roles(truth, args.survey, bands), *parts["own"]):
+            for role, *values in zip(
+                galaxy_roles(truth, args.survey, bands), *parts["own"], strict=True
+            ):
                 for into, value in zip(rows[role], values, strict=True):
                     into.append(value)
         for part, lists in parts.items():
