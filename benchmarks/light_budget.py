@@ -19,10 +19,10 @@ deviation, each in units of the aperture's noise; then ``own`` again, split betw
 blends where every true galaxy was matched and the others, and, in the former, between the
 brightest galaxy of a blend of several, its fainter neighbours and the galaxies alone in
 their blend (:func:`galaxy_roles`: light that the posterior hands from a bright galaxy to
-its neighbours makes the first too faint and the second too bright); last, how the sky's error in
-the apertures follows the sky that the true galaxies' light outside every galaxy stamp would
-make on its own (:func:`sky_from_outside_stamps`). A calibrated posterior covers
-every part at 68% and 95%. If ``galaxies`` is covered and ``own`` is not, the posterior
+its neighbours makes the first too faint and the second too bright); last, how the sky's
+error in the apertures follows the sky that the true galaxies' light outside every galaxy
+stamp would make on its own (:func:`sky_from_outside_stamps`). A calibrated posterior
+covers every part at 68% and 95%. If ``galaxies`` is covered and ``own`` is not, the posterior
 is right about how much light an aperture holds and wrong about how it is shared among the
 galaxies.
 
@@ -198,7 +198,7 @@ def main() -> None:
             for role, *values in zip(
                 galaxy_roles(truth, args.survey, bands), *parts["own"], strict=True
             ):
-                for into, value in zip(rows[role], values, strict=True):
+                for into, value in zip(parts.setdefault(role, ([], [], [])), values, strict=True):
                     into.append(value)
         for part, lists in parts.items():
             for into, values in zip(rows[part], lists, strict=True):
