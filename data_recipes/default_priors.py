@@ -20,6 +20,14 @@ galaxies less round (docs/validation.rst):
     python data_recipes/default_priors.py --init v15b/ --gaussian-laps 0 --laps 5 --augment \
         --cg-iterations 3 --name trial-v16 --out v16/
 
+A trial set, deep16, continues v12 for two laps on fields observed 16 times as long
+(--depth: every band's exposure time and number of exposures; 16.2 minutes, peak 7.3 GB),
+which gives the galaxies their outer light and true sizes (docs/validation.rst):
+
+    python data_recipes/default_priors.py --init galdeblend/data/priors/default \
+        --gaussian-laps 0 --laps 2 --augment --depth 16 --cg-iterations 3 \
+        --name trial-deep16 --out deep16/
+
 On 2 CPU cores v6 (a 40 x 40 galaxy stamp, 2.4"; 3 Gaussian + 10 diffusion
 laps; one preconditioned CG iteration per E-step, the defaults here) took 95.0 minutes,
 peak 7.1 GB, diffusion laps of 8.5-9.4 minutes (the time taken is printed and recorded);
@@ -34,6 +42,7 @@ larger --laps.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import time
 
@@ -45,16 +54,30 @@ from galdeblend.learn import learn, new_priors, smooth_start
 from galdeblend.priors import Priors
 from galdeblend.scene import PriorFrame
 from galdeblend.simulate import simulate_scene
+from galdeblend.simulate.surveys import get_survey
 
 SURVEYS = ("hsc", "hst")
 BANDS = ("g", "r", "i", "z", "y", "F814W")
 
 
-def simulate_fields(n: int, *, seed: int, blank: bool, stamp_arcsec: float):
+def deeper(name: str, depth: float):
+    """The survey preset ``name`` with ``depth`` times its exposure time and exposures."""
+    survey = get_survey(name)
+    bands = tuple(
+        dataclasses.replace(
+            b, exposure_time=b.exposure_time * depth, n_exposures=round(b.n_exposures * depth)
+        )
+        for b in survey.bands
+    )
+    return dataclasses.replace(survey, bands=bands)
+
+
+def simulate_fields(n: int, *, seed: int, blank: bool, stamp_arcsec: float, depth: float = 1.0):
     """Observations of ``n`` simulated fields (each a list: HSC, HST)."""
+    surveys = [deeper(s, depth) for s in SURVEYS]
     return [
         simulate_scene(
-            SURVEYS, seed=seed + i, blank=blank, stamp_arcsec=stamp_arcsec
+            surveys, seed=seed + i, blank=blank, stamp_arcsec=stamp_arcsec
         ).observations()
         for i in range(n)
     ]
@@ -69,6 +92,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fields", type=int, default=128)
     parser.add_argument("--blank", type=int, default=16)
     parser.add_argument("--stamp-arcsec", type=float, default=4.0)
+    parser.add_argument(
+        "--depth", type=float, default=1.0, help="exposure times of the fields times this"
+    )
     parser.add_argument("--frame", type=int, default=40, help="galaxy stamp side in model pixels")
     parser.add_argument("--pixel-scale", type=float, default=0.06)
     parser.add_argument("--psf-fwhm", type=float, default=0.07)
@@ -124,10 +150,14 @@ def main(argv: list[str] | None = None) -> None:
 
     start = time.time()
     fields = simulate_fields(
-        args.fields, seed=args.seed, blank=False, stamp_arcsec=args.stamp_arcsec
+        args.fields, seed=args.seed, blank=False, stamp_arcsec=args.stamp_arcsec, depth=args.depth
     )
     blank = simulate_fields(
-        args.blank, seed=args.seed + 100_000, blank=True, stamp_arcsec=args.stamp_arcsec
+        args.blank,
+        seed=args.seed + 100_000,
+        blank=True,
+        stamp_arcsec=args.stamp_arcsec,
+        depth=args.depth,
     )
     t_sim = time.time() - start
     if args.init:
@@ -179,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
                 "fields": args.fields,
                 "blank_fields": args.blank,
                 "stamp_arcsec": args.stamp_arcsec,
+                "depth": args.depth,
                 "seed": args.seed,
                 "learned_from": "noisy blended observations only (never the truth)",
             },

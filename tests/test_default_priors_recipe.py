@@ -4,6 +4,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("galsim")
@@ -59,3 +60,24 @@ def test_a_smooth_start_reaches_em_and_is_recorded(tmp_path, monkeypatch):
     metadata = json.loads((tmp_path / "out" / "priors.json").read_text())["metadata"]
     assert metadata["settings"]["start_fwhm_arcsec"] == 0.3
     assert metadata["training"]["gaussian_rank"] == 4
+
+
+def test_deeper_fields_have_the_noise_of_the_longer_exposure():
+    # Sky and read noise both grow as the square root of the exposure, the signal as the
+    # exposure: 16 times the exposure is 4 times the noise in data units, 1/4 per unit flux.
+    # (The residual background, set in units of the noise, adds its own Poisson variance,
+    # which does not scale so: a few per cent on the sparse HST sky.)
+    shallow = recipe.simulate_fields(1, seed=5, blank=True, stamp_arcsec=1.5)[0]
+    deep = recipe.simulate_fields(1, seed=5, blank=True, stamp_arcsec=1.5, depth=16)[0]
+    for name, o1, o16 in zip(recipe.SURVEYS, shallow, deep):
+        survey, survey16 = recipe.get_survey(name), recipe.deeper(name, 16)
+        gain = [
+            survey16.adu_per_njy(b16) / survey.adu_per_njy(b)
+            for b, b16 in zip(survey.bands, survey16.bands)
+        ]
+        good = (o1.weight > 0) & (o16.weight > 0)  # masks and empty edges are the same
+        sigma = [np.median(o16.weight[c][g] / o1.weight[c][g]) ** -0.5 for c, g in enumerate(good)]
+        spread = [o16.data[c][g].std() / o1.data[c][g].std() for c, g in enumerate(good)]
+        assert gain == pytest.approx([16] * len(gain))
+        assert sigma == pytest.approx([4] * len(sigma), rel=0.03)
+        assert spread == pytest.approx([4] * len(spread), rel=0.15)
