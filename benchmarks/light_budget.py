@@ -21,7 +21,10 @@ brightest galaxy of a blend of several, its fainter neighbours and the galaxies 
 their blend (:func:`galaxy_roles`: light that the posterior hands from a bright galaxy to
 its neighbours makes the first too faint and the second too bright); last, how the sky's
 error in the apertures follows the sky that the true galaxies' light outside every galaxy
-stamp would make on its own (:func:`sky_from_outside_stamps`). A calibrated posterior
+stamp would make on its own (:func:`sky_from_outside_stamps`); and where around each fainter
+neighbour its excess light (posterior mean minus truth) lies (:func:`excess_zones`: within
+0.45" of its centre, 0.45-1.5" out or beyond, on the side facing the brightest galaxy of its
+blend or the other). A calibrated posterior
 covers every part at 68% and 95%. If ``galaxies`` is covered and ``own`` is not, the posterior
 is right about how much light an aperture holds and wrong about how it is shared among the
 galaxies.
@@ -59,6 +62,12 @@ ROLES = (
     "own, alone in its blend",
 )
 OUTSIDE = "sky from outside stamps"
+ZONE_RADII = (0.45, 1.5)  # arcsec: core, outskirts, beyond
+ZONES = tuple(
+    f"{ring}, {side}"
+    for ring in ('core < 0.45"', '0.45-1.5"', 'beyond 1.5"')
+    for side in ("toward the brightest", "away from it")
+)
 
 
 def render(result: DeblendResult) -> tuple[list[np.ndarray], np.ndarray]:
@@ -126,6 +135,27 @@ def sky_from_outside_stamps(result: DeblendResult, truth: SceneTruth, survey: st
     return plane
 
 
+def excess_zones(
+    excess: np.ndarray, center: np.ndarray, brightest: np.ndarray, pixel_scale: float
+) -> dict[str, np.ndarray]:
+    """Per entry of :data:`ZONES`, the sum of ``excess`` ``(C, H, W)`` over its pixels, ``(C,)``.
+
+    The zones are rings about ``center`` (pixel ``(x, y)``) at :data:`ZONE_RADII` arcsec,
+    each cut in two by the line through ``center`` perpendicular to the direction of
+    ``brightest`` (pixel ``(x, y)``).
+    """
+    H, W = excess.shape[1:]
+    yy, xx = np.mgrid[:H, :W]
+    dx, dy = xx - center[0], yy - center[1]
+    r = np.hypot(dx, dy) * pixel_scale
+    facing = dx * (brightest[0] - center[0]) + dy * (brightest[1] - center[1]) > 0
+    ring = np.digitize(r, ZONE_RADII)
+    return {
+        zone: excess[:, (ring == z // 2) & (facing if z % 2 == 0 else ~facing)].sum(axis=1)
+        for z, zone in enumerate(ZONES)
+    }
+
+
 def blend_parts(
     blend: str,
     result: DeblendResult,
@@ -136,7 +166,9 @@ def blend_parts(
     """Per part: ``inside`` ``(L, C)``, ``error / noise`` ``(C,)`` and ``std / noise`` ``(C,)``
     for each true galaxy (``own``: each matched one). Given ``outside_sky`` ``(C, H, W)``
     (:func:`sky_from_outside_stamps`), the part ``OUTSIDE`` holds its aperture flux over the
-    noise in the error's place (no intervals, no spread)."""
+    noise in the error's place (no intervals, no spread); where every galaxy of a blend of
+    several is matched, each of :data:`ZONES` holds there, for each fainter neighbour, its
+    :func:`excess_zones` over the noise."""
     obs = result.observations[0]
     galaxies, sky = render(result)
     table = truth.galaxies
@@ -151,12 +183,19 @@ def blend_parts(
     matched = {int(k): galaxies[i] for i, k in zip(found, true_index, strict=True)}
     all_galaxies = sum(galaxies, np.zeros_like(sky))
     radius = APERTURE_ARCSEC / obs.pixel_scale
-    out = {part: ([], [], []) for part in (*PARTS, OUTSIDE)}
+    roles = galaxy_roles(truth, survey, obs.bands)
+    neighbours = len(matched) == len(true_xy) and ROLES[0] in roles
+    out = {part: ([], [], []) for part in (*PARTS, OUTSIDE, *ZONES)}
     for k, xy in enumerate(true_xy):
         flux = partial(aperture_flux, positions=(float(xy[0]), float(xy[1])), radius=radius)
         noise = np.sqrt(flux(variance))
         if outside_sky is not None:
             out[OUTSIDE][1].append(flux(outside_sky) / noise)
+        if neighbours and roles[k] == ROLES[1]:
+            excess = matched[k].mean(axis=0) - true_galaxies[k]
+            brightest = true_xy[roles.index(ROLES[0])]
+            for zone, value in excess_zones(excess, xy, brightest, obs.pixel_scale).items():
+                out[zone][1].append(value / noise)
         compared = {
             "galaxies": (all_galaxies, true_galaxies.sum(axis=0)),
             "sky": (sky, background),
@@ -181,7 +220,7 @@ def main() -> None:
     parser.add_argument("resultsdir", type=Path, help="folder written by galdeblend run")
     parser.add_argument("--survey", default="hsc", help="survey of the posterior files")
     args = parser.parse_args()
-    rows = {part: ([], [], []) for part in (*PARTS, *SPLIT, *ROLES, OUTSIDE)}
+    rows = {part: ([], [], []) for part in (*PARTS, *SPLIT, *ROLES, OUTSIDE, *ZONES)}
     posteriors = sorted(args.resultsdir.glob(f"*_{args.survey}_posterior.fits"))
     if not posteriors:
         raise SystemExit(f"no *_{args.survey}_posterior.fits in {args.resultsdir}")
@@ -221,6 +260,16 @@ def main() -> None:
             f"{coverage[0]:.2f} / {coverage[1]:.2f} (± {spread.max():.2f})    "
             f"{np.median(np.abs(error)):>13.2f}{error.mean():>11.2f}{np.median(std):>11.2f}"
         )
+
+    print(
+        "excess light of the fainter neighbours (all found), posterior mean - truth summed "
+        "over each zone, in aperture-noise units: mean over neighbours and bands (standard "
+        "error over neighbours)"
+    )
+    for zone in ZONES:
+        per_galaxy = np.array(rows[zone][1]).mean(axis=1)
+        spread = per_galaxy.std(ddof=1) / np.sqrt(len(per_galaxy))
+        print(f"  {zone:<41}{per_galaxy.mean():+.2f} ({spread:.2f})")
 
     sky_error = np.concatenate(rows["sky"][1])
     predicted = np.concatenate(rows[OUTSIDE][1])

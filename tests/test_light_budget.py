@@ -123,3 +123,18 @@ def test_galaxy_roles_name_the_brightest_once(blends):
         assert roles.count(light_budget.ROLES[1]) == len(flux) - 1
         alone = dataclasses.replace(truth, galaxies=truth.galaxies[1:2])
         assert light_budget.galaxy_roles(alone, "hsc", bands) == [light_budget.ROLES[2]]
+
+
+def test_excess_zones_put_each_pixel_in_its_ring_and_side():
+    """0.1" pixels, the brightest galaxy to the +x side: a pixel 0.1" toward it is core,
+    facing; 0.8" the other way, outskirts, away; 1.8" straight up (on the dividing line),
+    beyond, away; exactly 1.5" toward it, beyond, facing. Nothing is lost or counted twice."""
+    excess = np.zeros((2, 41, 41))
+    for (x, y), value in {(21, 20): 1.0, (12, 20): 2.0, (20, 38): 4.0, (35, 20): 8.0}.items():
+        excess[:, y, x] = value
+    excess[1] *= -1
+    zones = light_budget.excess_zones(excess, np.array([20.0, 20.0]), np.array([30.0, 20.0]), 0.1)
+    expected = dict.fromkeys(light_budget.ZONES, 0.0)
+    core, outskirts, beyond = (light_budget.ZONES[i : i + 2] for i in (0, 2, 4))
+    expected.update({core[0]: 1.0, outskirts[1]: 2.0, beyond[1]: 4.0, beyond[0]: 8.0})
+    assert {z: v.tolist() for z, v in zones.items()} == {z: [v, -v] for z, v in expected.items()}
