@@ -54,13 +54,13 @@ from galdeblend.learn import learn, new_priors, smooth_start
 from galdeblend.priors import Priors
 from galdeblend.scene import PriorFrame
 from galdeblend.simulate import simulate_scene
-from galdeblend.simulate.surveys import get_survey
+from galdeblend.simulate.surveys import Survey, get_survey
 
 SURVEYS = ("hsc", "hst")
 BANDS = ("g", "r", "i", "z", "y", "F814W")
 
 
-def deeper(name: str, depth: float):
+def deeper(name: str, depth: float) -> Survey:
     """The survey preset ``name`` with ``depth`` times its exposure time and exposures."""
     survey = get_survey(name)
     bands = tuple(
@@ -93,7 +93,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--blank", type=int, default=16)
     parser.add_argument("--stamp-arcsec", type=float, default=4.0)
     parser.add_argument(
-        "--depth", type=float, default=1.0, help="exposure times of the fields times this"
+        "--depth",
+        type=float,
+        default=1.0,
+        help="the fields' exposure time and number of exposures in every band, times this "
+        "(default 1: the survey presets' depth)",
     )
     parser.add_argument("--frame", type=int, default=40, help="galaxy stamp side in model pixels")
     parser.add_argument("--pixel-scale", type=float, default=0.06)
@@ -146,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.laps < 1:
         parser.error("--laps must be at least 1: the recipe writes a diffusion galaxy prior")
+    if args.depth <= 0:
+        parser.error(f"--depth must be positive, not {args.depth}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     start = time.time()

@@ -30,12 +30,20 @@ def test_a_continued_set_records_its_own_run_not_the_validation_of_its_start(tmp
     assert metadata["settings"]["init"] == str(tmp_path / "start")
     assert metadata["settings"]["channels"] == [8, 16]
     assert metadata["training"]["fields"] == 1 and metadata["training"]["laps"] == 1
+    assert metadata["data"]["depth"] == 1.0
 
 
 def test_no_diffusion_lap_is_refused_before_any_work(tmp_path, capsys):
     with pytest.raises(SystemExit):
         recipe.main(["--laps", "0", "--out", str(tmp_path / "out")])
     assert "--laps must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_depth_that_is_not_positive_is_refused_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        recipe.main(["--depth", "0", "--out", str(tmp_path / "out")])
+    assert "--depth must be positive, not 0.0" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
