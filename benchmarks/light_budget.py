@@ -65,7 +65,11 @@ OUTSIDE = "sky from outside stamps"
 ZONE_RADII = (0.45, 1.5)  # arcsec: core, outskirts, beyond
 ZONES = tuple(
     f"{ring}, {side}"
-    for ring in ('core < 0.45"', '0.45-1.5"', 'beyond 1.5"')
+    for ring in (
+        f'core < {ZONE_RADII[0]}"',
+        f'{ZONE_RADII[0]}-{ZONE_RADII[1]}"',
+        f'beyond {ZONE_RADII[1]}"',
+    )
     for side in ("toward the brightest", "away from it")
 )
 
@@ -166,9 +170,10 @@ def blend_parts(
     """Per part: ``inside`` ``(L, C)``, ``error / noise`` ``(C,)`` and ``std / noise`` ``(C,)``
     for each true galaxy (``own``: each matched one). Given ``outside_sky`` ``(C, H, W)``
     (:func:`sky_from_outside_stamps`), the part ``OUTSIDE`` holds its aperture flux over the
-    noise in the error's place (no intervals, no spread); where every galaxy of a blend of
-    several is matched, each of :data:`ZONES` holds there, for each fainter neighbour, its
-    :func:`excess_zones` over the noise."""
+    noise in the error's place (no intervals, no spread). ``own`` is also filed under its
+    entry of :data:`SPLIT` and, where every galaxy is matched, under each galaxy's entry of
+    :data:`ROLES` (:func:`galaxy_roles`); there, each of :data:`ZONES` holds, for each fainter
+    neighbour, its :func:`excess_zones` over the noise, in the error's place."""
     obs = result.observations[0]
     galaxies, sky = render(result)
     table = truth.galaxies
@@ -184,14 +189,14 @@ def blend_parts(
     all_galaxies = sum(galaxies, np.zeros_like(sky))
     radius = APERTURE_ARCSEC / obs.pixel_scale
     roles = galaxy_roles(truth, survey, obs.bands)
-    neighbours = len(matched) == len(true_xy) and ROLES[0] in roles
-    out = {part: ([], [], []) for part in (*PARTS, OUTSIDE, *ZONES)}
+    complete = len(matched) == len(true_xy)
+    out = {part: ([], [], []) for part in (*PARTS, OUTSIDE, *ROLES, *ZONES)}
     for k, xy in enumerate(true_xy):
         flux = partial(aperture_flux, positions=(float(xy[0]), float(xy[1])), radius=radius)
         noise = np.sqrt(flux(variance))
         if outside_sky is not None:
             out[OUTSIDE][1].append(flux(outside_sky) / noise)
-        if neighbours and roles[k] == ROLES[1]:
+        if complete and roles[k] == ROLES[1]:
             excess = matched[k].mean(axis=0) - true_galaxies[k]
             brightest = true_xy[roles.index(ROLES[0])]
             for zone, value in excess_zones(excess, xy, brightest, obs.pixel_scale).items():
@@ -211,6 +216,11 @@ def blend_parts(
             inside.append(inside_intervals(sample_flux, true_flux, LEVELS, seed=seed))
             error.append((sample_flux.mean(axis=0) - true_flux) / noise)
             std.append(sample_flux.std(axis=0, ddof=1) / noise)
+    out[SPLIT[0] if complete else SPLIT[1]] = out["own"]
+    if complete:
+        for role, *values in zip(roles, *out["own"], strict=True):
+            for into, value in zip(out[role], values, strict=True):
+                into.append(value)
     return out
 
 
@@ -230,15 +240,6 @@ def main() -> None:
         result = read_posterior(path)
         outside_sky = sky_from_outside_stamps(result, truth, args.survey)
         parts = blend_parts(blend, result, truth, args.survey, outside_sky)
-        complete = len(parts["own"][0]) == len(truth.galaxies)
-        parts[SPLIT[0] if complete else SPLIT[1]] = parts["own"]
-        if complete:
-            bands = result.observations[0].bands
-            for role, *values in zip(
-                galaxy_roles(truth, args.survey, bands), *parts["own"], strict=True
-            ):
-                for into, value in zip(parts.setdefault(role, ([], [], [])), values, strict=True):
-                    into.append(value)
         for part, lists in parts.items():
             for into, values in zip(rows[part], lists, strict=True):
                 into += values
