@@ -19,9 +19,12 @@ deviation, each in units of the aperture's noise; then ``own`` again, split betw
 blends where every true galaxy was matched and the others, and, in the former, between the
 brightest galaxy of a blend of several, its fainter neighbours and the galaxies alone in
 their blend (:func:`galaxy_roles`: light that the posterior hands from a bright galaxy to
-its neighbours makes the first too faint and the second too bright); last, how the sky's
-error in the apertures follows the sky that the true galaxies' light outside every galaxy
-stamp would make on its own (:func:`sky_from_outside_stamps`); and where around each fainter
+its neighbours makes the first too faint and the second too bright), the neighbours split
+again by whether the other galaxies' light beyond their stamps (:func:`beyond_stamps`: the
+light outside a stamp-sized square about each true centre, which no galaxy instance can
+hold) reaches :data:`BEYOND_CUT` times the noise of their aperture; last, how the sky's
+error in the apertures follows the sky that the light beyond the stamps would make on its
+own (:func:`sky_from_beyond_stamps`); and where around each fainter
 neighbour its excess light (posterior mean minus truth) lies (:func:`excess_zones`: within
 0.45" of its centre, 0.45-1.5" out or beyond, on the side facing the brightest galaxy of its
 blend or the other). A calibrated posterior
@@ -43,9 +46,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from astropy.coordinates import SkyCoord
 
 from galdeblend.baselines.segmentation import match_sources
-from galdeblend.io import read_posterior
+from galdeblend.frames import Frame, observation_operator
+from galdeblend.io import Observation, read_posterior
 from galdeblend.metrics import aperture_flux, inside_intervals
 from galdeblend.results import DeblendResult
 from galdeblend.scene import sky_operator
@@ -61,7 +66,12 @@ ROLES = (
     "own, its fainter neighbours (all found)",
     "own, alone in its blend",
 )
-OUTSIDE = "sky from outside stamps"
+OUTSIDE = "sky from beyond stamps"
+BEYOND_CUT = 0.5  # aperture-noise units of the other galaxies' light beyond their stamps
+BEYOND = (
+    f"- others' light off stamps >= {BEYOND_CUT} noise",
+    f"- others' light off stamps < {BEYOND_CUT} noise",
+)
 ZONE_RADII = (0.45, 1.5)  # arcsec: core, outskirts, beyond
 ZONES = tuple(
     f"{ring}, {side}"
@@ -102,27 +112,14 @@ def galaxy_roles(truth: SceneTruth, survey: str, bands: Sequence[str]) -> list[s
     return [ROLES[0] if k == brightest else ROLES[1] for k in range(len(flux))]
 
 
-def sky_from_outside_stamps(result: DeblendResult, truth: SceneTruth, survey: str) -> np.ndarray:
-    """``(C, H, W)``: the sky that the true galaxies' light outside every galaxy instance's
-    stamp would make on its own, in ``result.observations[0]``'s cutout.
-
-    That light (the truth in the cutout, on the pixels outside the boxes that the stamps'
-    corners span) is fitted per band, weighted by the inverse variance, by the sky's node
-    grid seen through :func:`galdeblend.scene.sky_operator`. PSF-blurred light from inside a
-    stamp, which the galaxy instances do model, counts as outside near the boxes' edges.
-    """
+def sky_from_beyond_stamps(result: DeblendResult, beyond: np.ndarray) -> np.ndarray:
+    """``(C, H, W)``: the sky that the light ``beyond`` ``(K, C, H, W)`` the galaxy stamps
+    (:func:`beyond_stamps`) would make on its own, in ``result.observations[0]``'s cutout:
+    that light, all galaxies together, fitted per band, weighted by the inverse variance, by
+    the sky's node grid seen through :func:`galdeblend.scene.sky_operator`."""
     obs = result.observations[0]
     C, H, W = obs.shape
-    yy, xx = np.mgrid[:H, :W]
-    covered = np.zeros((H, W), dtype=bool)
-    for gal in result.galaxies:
-        h, w = gal.frame.shape[1:]
-        corners = gal.frame.wcs.celestial.pixel_to_world(
-            [-0.5, w - 0.5] * 2, [-0.5] * 2 + [h - 0.5] * 2
-        )
-        x, y = obs.wcs.celestial.world_to_pixel(corners)
-        covered |= (xx >= x.min()) & (xx <= x.max()) & (yy >= y.min()) & (yy <= y.max())
-    outside = truth.survey_galaxies[survey].sum(axis=0) * ~covered
+    outside = beyond.sum(axis=0)
     clear = dataclasses.replace(obs, mask=np.zeros_like(obs.mask))
     grid = next(i.frame.shape[-1] for i in result.instances if i.kind == "sky")
     weight = obs.weight
@@ -137,6 +134,51 @@ def sky_from_outside_stamps(result: DeblendResult, truth: SceneTruth, survey: st
         coefficients = np.linalg.solve((basis * w) @ basis.T, (basis * w) @ outside[c].ravel())
         plane[c] = (coefficients @ basis).reshape(H, W)
     return plane
+
+
+def outside_squares(truth: SceneTruth, half_side: float) -> np.ndarray:
+    """``(K, H, W)``: the pixels of the truth's model grid outside the square of half-side
+    ``half_side`` arcsec about each true galaxy's centre."""
+    H, W = truth.model.shape[-2:]
+    yy, xx = np.mgrid[:H, :W]
+    grid = truth.model_wcs.celestial.pixel_to_world(xx, yy)
+    centers = SkyCoord(truth.galaxies["ra"], truth.galaxies["dec"], unit="deg")
+    outside = []
+    for center in centers:
+        dx, dy = center.spherical_offsets_to(grid)
+        outside.append((np.abs(dx.arcsec) >= half_side) | (np.abs(dy.arcsec) >= half_side))
+    return np.array(outside, dtype=bool).reshape(len(centers), H, W)
+
+
+def beyond_stamps(truth: SceneTruth, obs: Observation, survey: str, half_side: float) -> np.ndarray:
+    """``(K, C, H, W)``: each true galaxy's light outside the square of half-side
+    ``half_side`` arcsec (a galaxy stamp) about its true centre, as ``obs`` sees it.
+
+    That light, the truth's noiseless image on its fine model grid outside the square, is
+    pushed through galdeblend's :func:`~galdeblend.frames.observation_operator` into ``obs``
+    (its mask left out) and put in the units of ``truth.survey_galaxies[survey]``: per band,
+    times the ratio of that image's sum to the operator's rendering of the whole galaxy. It
+    is the light that no galaxy instance can hold (a stamp's PSF-blurred light beyond its
+    border is not part of it).
+    """
+    clear = dataclasses.replace(obs, mask=np.zeros_like(obs.mask))
+    K, _, H, W = truth.model.shape
+    model_bands = [band.split("_", 1)[1] for band in truth.model_bands]  # "hsc_i" -> "i"
+    index = [model_bands.index(band) for band in obs.bands]
+    frame = Frame((len(index), H, W), truth.model_wcs.celestial, obs.bands, truth.model_psf[index])
+    operator = observation_operator(frame, clear)
+    images = truth.survey_galaxies[survey]
+    beyond = np.zeros_like(images)
+    for k, outside in enumerate(outside_squares(truth, half_side)):
+        model = truth.model[k, index]
+        with torch.no_grad():
+            whole, part = operator.forward(torch.from_numpy(np.stack([model, model * outside])))
+        total = whole.numpy().sum(axis=(1, 2))
+        ratio = np.divide(
+            images[k].sum(axis=(1, 2)), total, out=np.zeros_like(total), where=total > 0
+        )
+        beyond[k] = part.numpy() * ratio[:, None, None]
+    return beyond
 
 
 def excess_zones(
@@ -166,14 +208,19 @@ def blend_parts(
     truth: SceneTruth,
     survey: str,
     outside_sky: np.ndarray | None = None,
+    beyond: np.ndarray | None = None,
 ) -> dict[str, tuple[list, list, list]]:
     """Per part: ``inside`` ``(L, C)``, ``error / noise`` ``(C,)`` and ``std / noise`` ``(C,)``
     for each true galaxy (``own``: each matched one). Given ``outside_sky`` ``(C, H, W)``
-    (:func:`sky_from_outside_stamps`), the part ``OUTSIDE`` holds its aperture flux over the
+    (:func:`sky_from_beyond_stamps`), the part ``OUTSIDE`` holds its aperture flux over the
     noise in the error's place (no intervals, no spread). ``own`` is also filed under its
     entry of :data:`SPLIT` and, where every galaxy is matched, under each galaxy's entry of
     :data:`ROLES` (:func:`galaxy_roles`); there, each of :data:`ZONES` holds, for each fainter
-    neighbour, its :func:`excess_zones` over the noise, in the error's place."""
+    neighbour, its :func:`excess_zones` over the noise, in the error's place. Given
+    ``beyond`` ``(K, C, H, W)`` (:func:`beyond_stamps`), each fainter neighbour's ``own`` is
+    also filed under an entry of :data:`BEYOND`: whether the other galaxies' light beyond
+    their stamps in its aperture, averaged over the bands, is :data:`BEYOND_CUT` times the
+    noise or more."""
     obs = result.observations[0]
     galaxies, sky = render(result)
     table = truth.galaxies
@@ -190,12 +237,15 @@ def blend_parts(
     radius = APERTURE_ARCSEC / obs.pixel_scale
     roles = galaxy_roles(truth, survey, obs.bands)
     complete = len(matched) == len(true_xy)
-    out = {part: ([], [], []) for part in (*PARTS, OUTSIDE, *ROLES, *ZONES)}
+    out = {part: ([], [], []) for part in (*PARTS, OUTSIDE, *ROLES, *BEYOND, *ZONES)}
+    others_beyond = np.zeros((len(true_xy), obs.shape[0]))
     for k, xy in enumerate(true_xy):
         flux = partial(aperture_flux, positions=(float(xy[0]), float(xy[1])), radius=radius)
         noise = np.sqrt(flux(variance))
         if outside_sky is not None:
             out[OUTSIDE][1].append(flux(outside_sky) / noise)
+        if beyond is not None:
+            others_beyond[k] = flux(beyond.sum(axis=0) - beyond[k]) / noise
         if complete and roles[k] == ROLES[1]:
             excess = matched[k].mean(axis=0) - true_galaxies[k]
             brightest = true_xy[roles.index(ROLES[0])]
@@ -218,9 +268,13 @@ def blend_parts(
             std.append(sample_flux.std(axis=0, ddof=1) / noise)
     out[SPLIT[0] if complete else SPLIT[1]] = out["own"]
     if complete:
-        for role, *values in zip(roles, *out["own"], strict=True):
-            for into, value in zip(out[role], values, strict=True):
-                into.append(value)
+        for k, (role, *values) in enumerate(zip(roles, *out["own"], strict=True)):
+            parts = [role]
+            if beyond is not None and role == ROLES[1]:
+                parts.append(BEYOND[0] if others_beyond[k].mean() >= BEYOND_CUT else BEYOND[1])
+            for part in parts:
+                for into, value in zip(out[part], values, strict=True):
+                    into.append(value)
     return out
 
 
@@ -230,7 +284,7 @@ def main() -> None:
     parser.add_argument("resultsdir", type=Path, help="folder written by galdeblend run")
     parser.add_argument("--survey", default="hsc", help="survey of the posterior files")
     args = parser.parse_args()
-    rows = {part: ([], [], []) for part in (*PARTS, *SPLIT, *ROLES, OUTSIDE, *ZONES)}
+    rows = {part: ([], [], []) for part in (*PARTS, *SPLIT, *ROLES, *BEYOND, OUTSIDE, *ZONES)}
     posteriors = sorted(args.resultsdir.glob(f"*_{args.survey}_posterior.fits"))
     if not posteriors:
         raise SystemExit(f"no *_{args.survey}_posterior.fits in {args.resultsdir}")
@@ -238,8 +292,12 @@ def main() -> None:
         blend = path.name[: -len(f"_{args.survey}_posterior.fits")]
         truth = read_truth(args.simdir / f"{blend}_truth.fits")
         result = read_posterior(path)
-        outside_sky = sky_from_outside_stamps(result, truth, args.survey)
-        parts = blend_parts(blend, result, truth, args.survey, outside_sky)
+        # Without a galaxy instance no stamp holds any light: all of it is beyond.
+        stamp = result.galaxies[0].frame if result.galaxies else None
+        half_side = stamp.shape[-1] * stamp.pixel_scale / 2 if stamp else 0.0
+        beyond = beyond_stamps(truth, result.observations[0], args.survey, half_side)
+        outside_sky = sky_from_beyond_stamps(result, beyond)
+        parts = blend_parts(blend, result, truth, args.survey, outside_sky, beyond)
         for part, lists in parts.items():
             for into, values in zip(rows[part], lists, strict=True):
                 into += values
@@ -250,7 +308,7 @@ def main() -> None:
         f"{'part':<41}{'pairs':>6}  {'coverage 68% / 95%':<22}{'median |err|':>13}"
         f"{'mean error':>11}{'median std':>11}"
     )
-    for part in (*PARTS, *SPLIT, *ROLES):
+    for part in (*PARTS, *SPLIT, *ROLES[:2], *BEYOND, ROLES[2]):
         if not rows[part][0]:
             continue
         inside, error, std = (np.concatenate(v, axis=-1) for v in rows[part])

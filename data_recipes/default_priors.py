@@ -42,6 +42,7 @@ larger --laps.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import platform
 import time
@@ -50,6 +51,7 @@ import numpy as np
 import torch
 
 from galdeblend.allocator import retain_freed_memory
+from galdeblend.errors import InputError
 from galdeblend.learn import learn, new_priors, smooth_start
 from galdeblend.priors import Priors
 from galdeblend.scene import PriorFrame
@@ -70,6 +72,25 @@ def deeper(name: str, depth: float) -> Survey:
         for b in survey.bands
     )
     return dataclasses.replace(survey, bands=bands)
+
+
+def grow_stamp(priors: Priors, side: int) -> Priors:
+    """``priors`` with a galaxy stamp of ``side`` x ``side`` model pixels (the same pixel
+    scale, bands and PSF) and a copy of the same galaxy network, which is convolutional and
+    so runs on the larger stamp as it is; EM laps then teach it the larger stamp's
+    outskirts. The UNet must divide ``side`` by its downsampling factor (an
+    :class:`~galdeblend.errors.InputError` otherwise)."""
+    frame = priors.galaxy_frame
+    if side < frame.shape[-1]:
+        raise InputError(
+            f"the galaxy stamp can grow, not shrink: {side} < {frame.shape[-1]} pixels"
+        )
+    galaxy = copy.deepcopy(priors["galaxy"])
+    galaxy.denoiser.shape = (frame.shape[0], side, side)
+    with torch.no_grad():  # the backbone checks that it can run on this stamp
+        galaxy.denoiser(torch.zeros(1, *galaxy.shape), torch.ones(1))
+    grown = dataclasses.replace(frame, shape=galaxy.shape)
+    return Priors({**priors.kinds, "galaxy": galaxy}, grown, dict(priors.metadata))
 
 
 def simulate_fields(n: int, *, seed: int, blank: bool, stamp_arcsec: float, depth: float = 1.0):
@@ -99,7 +120,12 @@ def main(argv: list[str] | None = None) -> None:
         help="the fields' exposure time and number of exposures in every band, times this "
         "(default 1: the survey presets' depth)",
     )
-    parser.add_argument("--frame", type=int, default=40, help="galaxy stamp side in model pixels")
+    parser.add_argument(
+        "--frame",
+        type=int,
+        help="galaxy stamp side in model pixels (default 40; with --init, the set's, and a "
+        "larger side grows its stamp: grow_stamp)",
+    )
     parser.add_argument("--pixel-scale", type=float, default=0.06)
     parser.add_argument("--psf-fwhm", type=float, default=0.07)
     parser.add_argument("--channels", default="16,32,64")
@@ -141,8 +167,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument(
         "--init",
-        help="continue from this prior set (its frame and networks; the frame and channel "
-        "options are then ignored) instead of new priors, e.g. with --gaussian-laps 0",
+        help="continue from this prior set (its frame and networks; the pixel scale, PSF "
+        "and channel options are then ignored) instead of new priors, e.g. with "
+        "--gaussian-laps 0",
     )
     parser.add_argument(
         "--device", choices=("cpu", "cuda"), help="where EM runs (default: cuda when available)"
@@ -154,6 +181,20 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--depth must be positive, not {args.depth}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
+    if args.init:
+        priors = Priors.load(args.init)
+        if args.frame is not None:
+            try:
+                priors = grow_stamp(priors, args.frame)
+            except InputError as err:
+                parser.error(f"--frame {args.frame}: {err}")
+    else:
+        side = args.frame or 40
+        frame = PriorFrame((len(BANDS), side, side), args.pixel_scale, BANDS, args.psf_fwhm)
+        channels = tuple(int(c) for c in args.channels.split(","))
+        priors = new_priors(
+            frame, channels=channels, attention_levels=(len(channels) - 1,), seed=args.seed
+        )
     start = time.time()
     fields = simulate_fields(
         args.fields, seed=args.seed, blank=False, stamp_arcsec=args.stamp_arcsec, depth=args.depth
@@ -166,16 +207,6 @@ def main(argv: list[str] | None = None) -> None:
         depth=args.depth,
     )
     t_sim = time.time() - start
-    if args.init:
-        priors = Priors.load(args.init)
-    else:
-        frame = PriorFrame(
-            (len(BANDS), args.frame, args.frame), args.pixel_scale, BANDS, args.psf_fwhm
-        )
-        channels = tuple(int(c) for c in args.channels.split(","))
-        priors = new_priors(
-            frame, channels=channels, attention_levels=(len(channels) - 1,), seed=args.seed
-        )
     train = {"steps": args.train_steps, "batch_size": 32, "lr": 2e-3, "augment": args.augment}
     sampling = {
         "steps": args.sampler_steps,

@@ -89,3 +89,32 @@ def test_deeper_fields_have_the_noise_of_the_longer_exposure():
         assert gain == pytest.approx([16] * len(gain))
         assert sigma == pytest.approx([4] * len(sigma), rel=0.03)
         assert spread == pytest.approx([4] * len(spread), rel=0.15)
+
+
+def test_a_grown_stamp_keeps_the_network_and_its_centre(tmp_path, capsys):
+    """grow_stamp gives the same weights on a larger frame of the same scale, bands and PSF,
+    and leaves the set it grew from as it was. A side the UNet cannot divide, or a smaller
+    one, is refused, and the recipe refuses it before any work."""
+    import torch
+
+    frame = PriorFrame((len(recipe.BANDS), 16, 16), 0.06, recipe.BANDS, 0.07)
+    start = new_priors(frame, channels=(8, 16), attention_levels=())
+    grown = recipe.grow_stamp(start, 32)
+    assert grown.galaxy_frame == PriorFrame((len(recipe.BANDS), 32, 32), 0.06, recipe.BANDS, 0.07)
+    assert grown["galaxy"].shape == (len(recipe.BANDS), 32, 32)
+    assert start["galaxy"].shape == (len(recipe.BANDS), 16, 16)
+    before, after = start["galaxy"].state_dict(), grown["galaxy"].state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert grown["sky"] is start["sky"]
+    with pytest.raises(recipe.InputError, match="divisible"):
+        recipe.grow_stamp(start, 33)
+    with pytest.raises(recipe.InputError, match="shrink"):
+        recipe.grow_stamp(start, 8)
+    start.save(tmp_path / "start")
+    with pytest.raises(SystemExit):
+        recipe.main(
+            ["--init", str(tmp_path / "start"), "--frame", "33", "--out", str(tmp_path / "o")]
+        )
+    assert "--frame 33" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

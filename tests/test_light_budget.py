@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from astropy.coordinates import SkyCoord
 
 pytest.importorskip("galsim")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -78,14 +79,13 @@ def test_galaxies_and_sky_add_up_to_the_whole_model(blends):
         np.testing.assert_allclose(np.concatenate(parts["galaxies + sky"][1]), total, rtol=1e-9)
 
 
-def test_sky_from_outside_stamps_gives_back_a_sky_plane(blends):
-    """With no galaxy instance, all the true light is outside the stamps; light that is itself
-    a sky of the node grid is fitted exactly, and ``blend_parts`` gives its aperture fluxes
-    in units of the aperture noise."""
+def test_sky_from_beyond_stamps_gives_back_a_sky_plane(blends):
+    """Light beyond the stamps that is itself a sky of the node grid (here split between two
+    galaxies) is fitted exactly, and ``blend_parts`` gives its aperture fluxes in units of
+    the aperture noise."""
     name, result, truth = blends[0]
     obs = result.observations[0]
-    skies = [inst for inst in result.instances if inst.kind == "sky"]
-    grid = skies[0].frame.shape[-1]
+    grid = next(inst.frame.shape[-1] for inst in result.instances if inst.kind == "sky")
     clear = dataclasses.replace(obs, mask=np.zeros_like(obs.mask))
     nodes = torch.from_numpy(
         np.random.default_rng(0).uniform(1, 100, (obs.shape[0], 1, grid, grid))
@@ -94,11 +94,7 @@ def test_sky_from_outside_stamps_gives_back_a_sky_plane(blends):
         sky_operator(clear, c, grid).forward(nodes[c : c + 1])[0].numpy()
         for c in range(obs.shape[0])
     )
-    got = light_budget.sky_from_outside_stamps(
-        dataclasses.replace(result, instances=skies),
-        dataclasses.replace(truth, survey_galaxies={"hsc": plane[None]}),
-        "hsc",
-    )
+    got = light_budget.sky_from_beyond_stamps(result, np.stack([0.25 * plane, 0.75 * plane]))
     np.testing.assert_allclose(got, plane, rtol=1e-8)
     predicted = light_budget.blend_parts(name, result, truth, "hsc", got)[light_budget.OUTSIDE][1]
     variance = np.where(obs.mask, 0.0, obs.variance)
@@ -138,3 +134,58 @@ def test_excess_zones_put_each_pixel_in_its_ring_and_side():
     core, outskirts, beyond = (light_budget.ZONES[i : i + 2] for i in (0, 2, 4))
     expected.update({core[0]: 1.0, outskirts[1]: 2.0, beyond[1]: 4.0, beyond[0]: 8.0})
     assert {z: v.tolist() for z, v in zones.items()} == {z: [v, -v] for z, v in expected.items()}
+
+
+def test_beyond_stamps_is_the_light_outside_the_square(blends):
+    """With no square, the light beyond is each galaxy's whole image as galsim drew it (to
+    2% of its peak: galdeblend's operator against galsim's rendering, same flux by
+    construction); with a square larger than the truth's grid it is nothing; with the
+    prior's 1.6" stamp it is part of the light, lying farther from the centre on average."""
+    for _, result, truth in blends:
+        obs = result.observations[0]
+        images = truth.survey_galaxies["hsc"]
+        whole = light_budget.beyond_stamps(truth, obs, "hsc", 0.0)
+        for k in range(len(images)):
+            np.testing.assert_allclose(
+                whole[k].sum(axis=(1, 2)), images[k].sum(axis=(1, 2)), rtol=1e-9
+            )
+            np.testing.assert_allclose(whole[k], images[k], rtol=0, atol=0.02 * images[k].max())
+        assert not light_budget.beyond_stamps(truth, obs, "hsc", 100.0).any()
+        beyond = light_budget.beyond_stamps(truth, obs, "hsc", 0.8)
+        yy, xx = np.mgrid[: obs.shape[1], : obs.shape[2]]
+        for k, row in enumerate(truth.galaxies):
+            assert 0 < beyond[k].sum() < 0.9 * images[k].sum()
+            r = np.hypot(xx - row["x_hsc"], yy - row["y_hsc"])
+            assert (r * beyond[k]).sum() / beyond[k].sum() > (r * images[k]).sum() / images[k].sum()
+
+
+def _a_galaxy_instance_at_every_true_galaxy(result, truth):
+    """``result`` with its first galaxy instance copied onto each true galaxy's centre (the
+    untrained prior of the fixture finds one galaxy per blend), so that every galaxy is
+    matched."""
+    first = result.galaxies[0]
+    galaxies = []
+    for k, row in enumerate(truth.galaxies):
+        wcs = first.frame.wcs.deepcopy()
+        wcs.wcs.crval = [row["ra"], row["dec"]]
+        center = SkyCoord(row["ra"], row["dec"], unit="deg")
+        frame = dataclasses.replace(first.frame, wcs=wcs)
+        galaxies.append(dataclasses.replace(first, id=k, frame=frame, center=center))
+    sky = [inst for inst in result.instances if inst.kind != "galaxy"]
+    return dataclasses.replace(result, instances=galaxies + sky)
+
+
+def test_neighbours_are_filed_by_the_others_light_beyond_stamps(blends):
+    """Each fainter neighbour of a completely matched blend goes under one entry of BEYOND:
+    the second when no light lies beyond the stamps, the first when much does."""
+    filed = 0
+    for name, result, truth in blends:
+        result = _a_galaxy_instance_at_every_true_galaxy(result, truth)
+        for scale, entry in ((0.0, 1), (1e9, 0)):
+            beyond = np.full_like(truth.survey_galaxies["hsc"], scale)
+            parts = light_budget.blend_parts(name, result, truth, "hsc", beyond=beyond)
+            neighbours = parts[light_budget.ROLES[1]][1]
+            assert parts[light_budget.BEYOND[entry]][1] == neighbours
+            assert parts[light_budget.BEYOND[1 - entry]][1] == []
+            filed += len(neighbours)
+    assert filed == 2 * sum(len(truth.galaxies) - 1 for _, _, truth in blends)  # both scales
