@@ -334,7 +334,7 @@ def main() -> None:
     predicted = np.concatenate(rows[OUTSIDE][1])
     slope = (sky_error * predicted).sum() / (predicted**2).sum()
     print(
-        f"sky error against the sky that the galaxy light outside the stamps makes: mean "
+        f"sky error against the sky that the galaxy light beyond the stamps makes: mean "
         f"{sky_error.mean():.2f} against {predicted.mean():.2f}, correlation "
         f"{np.corrcoef(sky_error, predicted)[0, 1]:.2f}, slope {slope:.2f}"
     )

@@ -28,6 +28,14 @@ which gives the galaxies their outer light and true sizes (docs/validation.rst):
         --gaussian-laps 0 --laps 2 --augment --depth 16 --cg-iterations 3 \
         --name trial-deep16 --out deep16/
 
+A trial set, stamp56, grows v12's galaxy stamp to 56 x 56 pixels (3.36"; grow_stamp) and
+continues it on the larger stamp (17.1 minutes for the first lap), since the light of large
+galaxies beyond a 2.4" stamp goes to their neighbours (docs/validation.rst):
+
+    python data_recipes/default_priors.py --init galdeblend/data/priors/default \
+        --frame 56 --gaussian-laps 0 --laps 2 --augment --cg-iterations 3 \
+        --name trial-stamp56 --out stamp56/ --checkpoints stamp56_ck/
+
 On 2 CPU cores v6 (a 40 x 40 galaxy stamp, 2.4"; 3 Gaussian + 10 diffusion
 laps; one preconditioned CG iteration per E-step, the defaults here) took 95.0 minutes,
 peak 7.1 GB, diffusion laps of 8.5-9.4 minutes (the time taken is printed and recorded);

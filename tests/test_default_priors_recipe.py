@@ -91,7 +91,7 @@ def test_deeper_fields_have_the_noise_of_the_longer_exposure():
         assert spread == pytest.approx([4] * len(spread), rel=0.15)
 
 
-def test_a_grown_stamp_keeps_the_network_and_its_centre(tmp_path, capsys):
+def test_a_grown_stamp_keeps_the_network(tmp_path, capsys):
     """grow_stamp gives the same weights on a larger frame of the same scale, bands and PSF,
     and leaves the set it grew from as it was. A side the UNet cannot divide, or a smaller
     one, is refused, and the recipe refuses it before any work."""
