@@ -29,8 +29,9 @@ which gives the galaxies their outer light and true sizes (docs/validation.rst):
         --name trial-deep16 --out deep16/
 
 A trial set, stamp56, grows v12's galaxy stamp to 56 x 56 pixels (3.36"; grow_stamp) and
-continues it on the larger stamp (17.1 minutes for the first lap), since the light of large
-galaxies beyond a 2.4" stamp goes to their neighbours (docs/validation.rst):
+continues it on the larger stamp (17.1 minutes for the first lap, which is not enough: its
+posteriors are wider and worse), since the light of large galaxies beyond a 2.4" stamp goes
+to their neighbours (docs/validation.rst):
 
     python data_recipes/default_priors.py --init galdeblend/data/priors/default \
         --frame 56 --gaussian-laps 0 --laps 2 --augment --cg-iterations 3 \
