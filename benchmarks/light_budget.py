@@ -162,7 +162,7 @@ def beyond_stamps(truth: SceneTruth, obs: Observation, survey: str, half_side: f
     border is not part of it).
     """
     clear = dataclasses.replace(obs, mask=np.zeros_like(obs.mask))
-    K, _, H, W = truth.model.shape
+    H, W = truth.model.shape[-2:]
     model_bands = [band.split("_", 1)[1] for band in truth.model_bands]  # "hsc_i" -> "i"
     index = [model_bands.index(band) for band in obs.bands]
     frame = Frame((len(index), H, W), truth.model_wcs.celestial, obs.bands, truth.model_psf[index])
