@@ -29,13 +29,16 @@ which gives the galaxies their outer light and true sizes (docs/validation.rst):
         --name trial-deep16 --out deep16/
 
 A trial set, stamp56, grows v12's galaxy stamp to 56 x 56 pixels (3.36"; grow_stamp) and
-continues it on the larger stamp (17.1 minutes for the first lap, which is not enough: its
-posteriors are wider and worse), since the light of large galaxies beyond a 2.4" stamp goes
-to their neighbours (docs/validation.rst):
+continues it for four laps on the larger stamp (9.7 minutes a lap), since the light of
+large galaxies beyond a 2.4" stamp goes to their neighbours; stamp56-deep continues that
+for two laps on fields 16 times deeper (19.0 minutes, peak 8.1 GB). Neither is an
+improvement on v12 (docs/validation.rst):
 
     python data_recipes/default_priors.py --init galdeblend/data/priors/default \
-        --frame 56 --gaussian-laps 0 --laps 2 --augment --cg-iterations 3 \
+        --frame 56 --gaussian-laps 0 --laps 4 --augment --cg-iterations 3 \
         --name trial-stamp56 --out stamp56/ --checkpoints stamp56_ck/
+    python data_recipes/default_priors.py --init stamp56/ --gaussian-laps 0 --laps 2 \
+        --augment --depth 16 --cg-iterations 3 --name trial-stamp56-deep --out stamp56-deep/
 
 On 2 CPU cores v6 (a 40 x 40 galaxy stamp, 2.4"; 3 Gaussian + 10 diffusion
 laps; one preconditioned CG iteration per E-step, the defaults here) took 95.0 minutes,
