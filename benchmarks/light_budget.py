@@ -239,13 +239,14 @@ def blend_parts(
     complete = len(matched) == len(true_xy)
     out = {part: ([], [], []) for part in (*PARTS, OUTSIDE, *ROLES, *BEYOND, *ZONES)}
     others_beyond = np.zeros((len(true_xy), obs.shape[0]))
+    all_beyond = beyond.sum(axis=0) if beyond is not None else None
     for k, xy in enumerate(true_xy):
         flux = partial(aperture_flux, positions=(float(xy[0]), float(xy[1])), radius=radius)
         noise = np.sqrt(flux(variance))
         if outside_sky is not None:
             out[OUTSIDE][1].append(flux(outside_sky) / noise)
         if beyond is not None:
-            others_beyond[k] = flux(beyond.sum(axis=0) - beyond[k]) / noise
+            others_beyond[k] = flux(all_beyond - beyond[k]) / noise
         if complete and roles[k] == ROLES[1]:
             excess = matched[k].mean(axis=0) - true_galaxies[k]
             brightest = true_xy[roles.index(ROLES[0])]
