@@ -29,6 +29,7 @@ RUN_EXAMPLES = """examples:
   galdeblend run --example --out results/
   galdeblend run hsc_*.fits --samples 32 --out results/
   galdeblend run cut.fits --catalog targets.ecsv --prior my_priors/ --em-laps 2
+  galdeblend run hsc_*.fits --prior my_priors/ --prior my_other_priors/ --out results/
 """
 LEARN_EXAMPLES = """examples:
   galdeblend learn sims/blend_*_hsc.fits --blank sims/sky_*_hsc.fits --out my_priors/ --laps 4
@@ -151,7 +152,7 @@ def cmd_run(args) -> int:
     from galdeblend.io import write_posterior
     from galdeblend.learn import learn
     from galdeblend.plotting import summary_figure
-    from galdeblend.priors import Priors
+    from galdeblend.priors import default_ensemble, load_ensemble
 
     config = _load_config(args.config)
     cutouts = [(p, {}) for p in args.cutouts] + (_example_cutouts() if args.example else [])
@@ -160,18 +161,26 @@ def cmd_run(args) -> int:
     failures: list[tuple[str, str]] = []
     observations = _read(cutouts, failures)
     fields = _fields(observations) if observations else []
-    priors = Priors.load(args.prior, device="cpu")
+    priors = load_ensemble(args.prior or default_ensemble())
     if args.em_laps > 0 and fields:
-        log.info("refining the priors by %d EM lap(s) on %d field(s)", args.em_laps, len(fields))
-        priors = learn(
-            fields,
-            priors=priors,
-            laps=args.em_laps,
-            gaussian_laps=0,
-            seed=args.seed,
-            progress=not args.quiet,
-            **config.get("em", {}),
+        log.info(
+            "refining %d prior set(s) by %d EM lap(s) each on %d field(s)",
+            len(priors),
+            args.em_laps,
+            len(fields),
         )
+        priors = [
+            learn(
+                fields,
+                priors=prior_set,
+                laps=args.em_laps,
+                gaussian_laps=0,
+                seed=args.seed,
+                progress=not args.quiet,
+                **config.get("em", {}),
+            )
+            for prior_set in priors
+        ]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sampler = {k: v for k, v in config.items() if k in SAMPLER_KEYS}
@@ -202,7 +211,8 @@ def cmd_run(args) -> int:
                 progress=not args.quiet,
                 **sampler,
             )
-            result.provenance["priors"] = str(args.prior or "default")
+            if args.prior:
+                result.provenance["priors"] = " + ".join(args.prior)
             write_posterior(result, target, overwrite=args.overwrite)
             summary_figure(result, out / f"{name}_summary.png")
             rows.extend(_summary_rows(name, result))
@@ -298,9 +308,17 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from galdeblend.priors import Priors
+    from galdeblend.priors import SHIPPED, Priors
 
-    print(Priors.load(args.prior).describe())
+    if args.prior is not None:
+        print(Priors.load(args.prior).describe())
+        return 0
+    blocks = [
+        f"shipped set {name!r} ({k + 1} of {len(SHIPPED)} of the default ensemble)\n"
+        + Priors.load(name).describe()
+        for k, name in enumerate(SHIPPED)
+    ]
+    print("\n\n".join(blocks))
     return 0
 
 
@@ -369,7 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--example", action="store_true", help="also deblend the packaged HSC + HST example field"
     )
     run.add_argument(
-        "--prior", help="prior directory (default: the priors shipped with galdeblend)"
+        "--prior",
+        action="append",
+        help="prior directory, or the name of a set shipped with galdeblend (default, v16, "
+        "deep16); give it several times for an ensemble that shares the samples among the "
+        "sets (default: the ensemble of the three shipped sets)",
     )
     run.add_argument(
         "--catalog", help="galaxy positions (a table with RA and Dec), instead of detection"
@@ -377,7 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--samples", type=int, help="posterior samples per source (default 16)")
     run.add_argument("--steps", type=int, help="sampler steps (default 64)")
     run.add_argument(
-        "--em-laps", type=int, default=0, help="refine the priors by K EM laps on these cutouts"
+        "--em-laps",
+        type=int,
+        default=0,
+        help="refine each prior set by K EM laps on these cutouts",
     )
     run.add_argument("--out", default="results", help="output directory (default: results)")
     run.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
@@ -423,7 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue after the last complete lap (a larger --laps extends a finished run)",
     )
-    learn.add_argument("--init", help="start from this prior directory instead of new priors")
+    learn.add_argument(
+        "--init",
+        help="start from this prior directory, or shipped set (default, v16, deep16), "
+        "instead of new priors",
+    )
     learn.add_argument(
         "--bands", help="bands of the galaxy prior, comma separated (default: all observed)"
     )
@@ -486,7 +515,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=INFO_EXAMPLES,
         formatter_class=fmt,
     )
-    info.add_argument("prior", nargs="?", help="prior directory (default: the shipped priors)")
+    info.add_argument(
+        "prior",
+        nargs="?",
+        help="prior directory or shipped set name (default: every shipped set)",
+    )
     info.set_defaults(func=cmd_info)
 
     validate = sub.add_parser(
@@ -514,8 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument(
         "--prior",
-        help="prior directory whose galaxy prior PQMass tests against the true galaxies "
-        "(default: the priors shipped with galdeblend)",
+        help="prior directory or shipped set whose galaxy prior PQMass tests against the "
+        "true galaxies (default: the shipped set 'default', v12)",
     )
     validate.add_argument(
         "--prior-samples",

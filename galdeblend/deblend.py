@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 
@@ -17,7 +18,7 @@ from galdeblend.diffusion.prior import DiffusionPrior
 from galdeblend.errors import InputError
 from galdeblend.io.observation import Observation
 from galdeblend.posterior import sample_posterior
-from galdeblend.priors import Priors
+from galdeblend.priors import Priors, default_ensemble, load_ensemble
 from galdeblend.results import DeblendResult, InstanceResult
 from galdeblend.scene import (
     build_problem,
@@ -27,12 +28,23 @@ from galdeblend.scene import (
     place_instances,
 )
 
-__all__ = ["deblend"]
+__all__ = ["deblend", "ensemble_counts"]
+
+PriorSpec = Priors | str | os.PathLike | None
+
+
+def ensemble_counts(n_samples: int, n_sets: int) -> list[int]:
+    """Posterior samples drawn with each of ``n_sets`` prior sets: ``n_samples`` shared as
+    evenly as possible, the first sets taking one more where it does not divide (so with
+    fewer samples than sets, the last sets draw none)."""
+    if n_samples < 1:
+        raise InputError(f"n_samples must be at least 1, got {n_samples}")
+    return [n_samples // n_sets + (k < n_samples % n_sets) for k in range(n_sets)]
 
 
 def deblend(
     observations: Sequence[Observation],
-    priors: Priors | str | os.PathLike | None = None,
+    priors: PriorSpec | Sequence[PriorSpec] = None,
     *,
     catalog: Table | str | SkyCoord | None = None,
     n_samples: int = 16,
@@ -56,12 +68,18 @@ def deblend(
     ----------
     observations : sequence of Observation
         One or several observations of the same field (e.g. HSC and HST cutouts).
-    priors : Priors or path, optional
-        Default: the priors shipped with galdeblend.
+    priors : Priors or path, or a sequence of them, optional
+        Default: the ensemble of the prior sets shipped with galdeblend
+        (:func:`~galdeblend.priors.default_ensemble`). Several prior sets on one galaxy
+        frame (e.g. learned by different EM runs) make an ensemble: each draws its share
+        of the ``n_samples`` (:func:`~galdeblend.deblend.ensemble_counts`) with the same
+        ``seed``, and the result pools them, so that the posterior also carries how much
+        the learned priors disagree. Each instance's ``log_prob`` is then that of the
+        equal-weight mixture of the sets' priors.
     catalog : Table, path or SkyCoord, optional
         Galaxy positions (RA/Dec). Default: detected with photutils.
     n_samples : int
-        Posterior samples per source.
+        Posterior samples per source (in all, over the prior sets of an ensemble).
     steps, sampler, corrections, tau, cg_iterations
         Sampler settings (see :func:`galdeblend.engine.sample_posterior`). Three CG
         iterations (the paper uses one) fit the quieter bands of a multi-survey field
@@ -96,8 +114,11 @@ def deblend(
             f"amplitude_width must be >= 0 (0: no amplitude step), got {amplitude_width}"
         )
     detection = detection_options(detection or {})
-    if not isinstance(priors, Priors):
-        priors = Priors.load(priors)
+    if priors is None:
+        priors = default_ensemble()
+    prior_sets = load_ensemble(priors if isinstance(priors, (list, tuple)) else [priors])
+    counts = ensemble_counts(n_samples, len(prior_sets))
+    first = prior_sets[0]
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     observations = list(observations)
     positions = None
@@ -111,34 +132,42 @@ def deblend(
         positions = positions[seen]
     instances = place_instances(
         observations,
-        priors.galaxy_frame,
+        first.galaxy_frame,
         positions=positions,
-        sky_grid=priors["sky"].shape[-1],
+        sky_grid=first["sky"].shape[-1],
         **detection,
     )
     problem = build_problem(observations, instances)
-    inst_priors = [priors[inst.kind].to(device) for inst in instances]
-    for kind in {inst.kind for inst in instances}:
-        if isinstance(priors[kind], DiffusionPrior):
-            priors[kind].accelerate(bf16=fast, channels_last=fast)
     dtype = torch.float32
     operators = [A.to(device) for A in problem.operators]
-    samples = sample_posterior(
-        inst_priors,
-        problem.y.to(device, dtype)[None],
-        operators,
-        problem.noise_variance.to(device, dtype)[None],
-        n_samples=n_samples,
-        sampler=sampler,
-        steps=steps,
-        corrections=corrections,
-        tau=tau,
-        cg_iterations=cg_iterations,
-        seed=seed,
-        batch_size=batch_size,
-        progress=progress,
-    )
-    samples = [x[0].double().cpu() for x in samples]  # (n_samples, *shape) in prior units
+    set_priors = []  # per prior set, each instance's prior
+    drawn = []  # per prior set, each instance's samples (n_k, *shape)
+    for prior_set, n_k in zip(prior_sets, counts):
+        inst_priors = [prior_set[inst.kind].to(device) for inst in instances]
+        set_priors.append(inst_priors)
+        if n_k == 0:
+            continue
+        for kind in {inst.kind for inst in instances}:
+            if isinstance(prior_set[kind], DiffusionPrior):
+                prior_set[kind].accelerate(bf16=fast, channels_last=fast)
+        samples = sample_posterior(
+            inst_priors,
+            problem.y.to(device, dtype)[None],
+            operators,
+            problem.noise_variance.to(device, dtype)[None],
+            n_samples=n_k,
+            sampler=sampler,
+            steps=steps,
+            corrections=corrections,
+            tau=tau,
+            cg_iterations=cg_iterations,
+            seed=seed,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        drawn.append([x[0].double().cpu() for x in samples])
+    # (n_samples, *shape) per instance, in prior units
+    samples = [torch.cat(parts) for parts in zip(*drawn)]
     if amplitude_width > 0:
         samples = redraw_amplitudes(
             samples,
@@ -151,12 +180,16 @@ def deblend(
         )
     results = []
     model = torch.zeros_like(problem.y, dtype=torch.float64)
-    for inst, prior, A, x in zip(instances, inst_priors, problem.operators, samples):
+    for b, (inst, A, x) in enumerate(zip(instances, problem.operators, samples)):
         mean = x.mean(0, keepdim=True)
         model += A.forward(mean)[0]
         lp = float("nan")
         if log_prob_steps > 0:
-            lp = float(_log_prob(prior, mean.to(device, dtype), steps=log_prob_steps, seed=seed)[0])
+            lps = [
+                _log_prob(p[b], mean.to(device, dtype), steps=log_prob_steps, seed=seed)[0]
+                for p in set_priors
+            ]
+            lp = float(torch.logsumexp(torch.stack(lps), 0)) - math.log(len(lps))
         scale = inst.scale.reshape(-1, 1, 1)
         results.append(
             InstanceResult(
@@ -166,13 +199,14 @@ def deblend(
     models = [m[0].numpy() for m in problem.split(model[None])]
     provenance = {
         "version": galdeblend.__version__,
-        "priors": priors.metadata.get("name", "custom"),
+        "priors": " + ".join(p.name for p in prior_sets),
         "sampler": sampler,
         "steps": steps,
         "corrections": corrections,
         "tau": tau,
         "cg_iterations": cg_iterations,
         "n_samples": n_samples,
+        "ensemble_samples": counts,
         "seed": seed,
         "fast": fast,
         "amplitude_width": amplitude_width,

@@ -7,13 +7,16 @@ On disk a prior set is a directory::
     galaxy/              prior.json + weights.safetensors
     sky/                 prior.json + weights.safetensors
 
-The default set ships inside the package (``galdeblend/data/priors/default``).
+Three sets ship inside the package (``galdeblend/data/priors/``: ``default``, the v12 set,
+and ``v16`` and ``deep16``, learned from it with other E-step settings and deeper fields);
+a deblend without priors uses all three as an ensemble (:func:`default_ensemble`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -23,14 +26,24 @@ from galdeblend.diffusion.prior import Prior, load_prior, save_prior
 from galdeblend.errors import InputError
 from galdeblend.scene import PriorFrame
 
-__all__ = ["Priors", "default_priors_path"]
+__all__ = ["Priors", "default_ensemble", "default_priors_path", "load_ensemble"]
 
 FORMAT_VERSION = 1
 
+SHIPPED = ("default", "v16", "deep16")
+"""Names of the prior sets shipped with galdeblend, in the order of the default ensemble."""
 
-def default_priors_path() -> Path:
-    """Directory of the priors shipped with galdeblend."""
-    return Path(str(resources.files("galdeblend") / "data" / "priors" / "default"))
+
+def default_priors_path(name: str = "default") -> Path:
+    """Directory of a prior set shipped with galdeblend (one of :data:`SHIPPED`)."""
+    if name not in SHIPPED:
+        raise InputError(f"no shipped prior set {name!r}; the shipped sets are {list(SHIPPED)}")
+    return Path(str(resources.files("galdeblend") / "data" / "priors" / name))
+
+
+def default_ensemble() -> list[Path]:
+    """Directories of the shipped prior sets that a deblend uses by default, as an ensemble."""
+    return [default_priors_path(name) for name in SHIPPED]
 
 
 @dataclass
@@ -66,6 +79,11 @@ class Priors:
     def __getitem__(self, kind: str) -> Prior:
         return self.kinds[kind]
 
+    @property
+    def name(self) -> str:
+        """``metadata["name"]``, or ``"custom"``."""
+        return self.metadata.get("name", "custom")
+
     def save(self, directory: str | os.PathLike) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -83,8 +101,13 @@ class Priors:
 
     @classmethod
     def load(cls, directory: str | os.PathLike | None = None, *, device: str = "cpu") -> Priors:
-        """Read a prior set (default: the shipped one)."""
-        directory = Path(directory) if directory is not None else default_priors_path()
+        """Read a prior set: a directory, or the name of a shipped set (:data:`SHIPPED`)
+        where no directory has that name; ``None`` is ``"default"``."""
+        if directory is None:
+            directory = "default"
+        if isinstance(directory, str) and directory in SHIPPED and not Path(directory).exists():
+            directory = default_priors_path(directory)
+        directory = Path(directory)
         path = directory / "priors.json"
         if not path.is_file():
             raise InputError(f"{directory}: not a galdeblend prior set (no priors.json)")
@@ -115,6 +138,31 @@ class Priors:
             shown = value if isinstance(value, str) else json.dumps(_brief(value))
             lines.append(f"{key}: {shown}")
         return "\n".join(lines)
+
+
+def load_ensemble(
+    sets: Sequence[Priors | str | os.PathLike | None], *, device: str = "cpu"
+) -> list[Priors]:
+    """Prior sets that deblend together (:func:`galdeblend.deblend`): each read with
+    :meth:`Priors.load` unless already loaded, and checked to model the same kinds of
+    source, of the same shapes, on the same galaxy frame."""
+    loaded = [s if isinstance(s, Priors) else Priors.load(s, device=device) for s in sets]
+    if not loaded:
+        raise InputError("priors: give at least one prior set")
+    first = loaded[0]
+    for k, other in enumerate(loaded[1:], start=1):
+        names = f"prior set {k} ({other.name}) and prior set 0 ({first.name})"
+        if other.galaxy_frame != first.galaxy_frame:
+            raise InputError(
+                f"{names} have different galaxy frames ({other.galaxy_frame} against "
+                f"{first.galaxy_frame}): an ensemble needs one frame"
+            )
+        shapes = {kind: tuple(prior.shape) for kind, prior in first.kinds.items()}
+        if {kind: tuple(prior.shape) for kind, prior in other.kinds.items()} != shapes:
+            raise InputError(
+                f"{names} have different kinds or shapes of source: an ensemble needs the same"
+            )
+    return loaded
 
 
 BRIEF_ITEMS = 6

@@ -13,6 +13,7 @@ import csv
 import glob
 import io
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -32,7 +33,7 @@ from galdeblend.cli import main
 from galdeblend.errors import DataWarning, InputError
 from galdeblend.io import read_cutouts, read_posterior
 from galdeblend.learn import new_priors
-from galdeblend.priors import default_priors_path
+from galdeblend.priors import Priors, default_ensemble, default_priors_path, load_ensemble
 from galdeblend.scene import PriorFrame
 from galdeblend.simulate import simulate_dataset
 
@@ -211,6 +212,44 @@ def test_second_run_refuses_without_overwrite(tiny_prior, sims, tmp_path, capsys
     with fits.open(io.BytesIO(first)) as hdul:
         assert not np.array_equal(hdul["SRC0_SAMPLES"].data, new_samples)
     check_posterior_file(target, cutout, n_samples=2)
+
+
+def test_run_with_two_prior_sets_pools_their_samples(tiny_prior, sims, tmp_path, caplog):
+    """``--prior`` twice: the posterior holds the first set's samples of a run with it alone,
+    then the second's, and names both sets; ``--em-laps`` refines each set."""
+    other = tmp_path / "other_prior"
+    new_priors(TINY_FRAME, channels=(8, 16), attention_levels=(1,), seed=5).save(other)
+    cutout = sims["blend"][0]
+    keep = ("--amplitude-width", "0", "--seed", "2")
+    pooled, alone = tmp_path / "pooled", tmp_path / "alone"
+    argv = fast_run(tiny_prior, pooled, cutout, extra=("--prior", str(other), *keep))
+    argv[argv.index("--samples") + 1] = "3"
+    assert main(argv) == 0
+    assert main(fast_run(tiny_prior, alone, cutout, extra=keep)) == 0
+    ids = check_posterior_file(posterior_path(pooled, cutout), cutout, n_samples=3)
+    with (
+        fits.open(posterior_path(pooled, cutout)) as both,
+        fits.open(posterior_path(alone, cutout)) as first,
+    ):
+        provenance = json.loads(both[0].header["PROVJSON"])
+        assert provenance["priors"] == f"{tiny_prior} + {other}"
+        assert provenance["ensemble_samples"] == [2, 1]
+        for i in ids:
+            samples = both[f"SRC{i}_SAMPLES"].data
+            np.testing.assert_array_equal(samples[:2], first[f"SRC{i}_SAMPLES"].data)
+            assert not np.allclose(samples[2], samples[0])
+
+    config = tmp_path / "em.yaml"
+    config.write_text("em:\n  train: {steps: 2, batch_size: 2}\n  sampling: {steps: 2}\n")
+    refine = fast_run(tiny_prior, tmp_path / "em", cutout, extra=("--prior", str(other), *keep))
+    with caplog.at_level(logging.INFO, logger="galdeblend"):
+        assert main([*refine, "--em-laps", "1", "--config", str(config)]) == 0
+    assert "refining 2 prior set(s) by 1 EM lap(s) each" in caplog.text
+    with (
+        fits.open(posterior_path(tmp_path / "em", cutout)) as refined,
+        fits.open(posterior_path(alone, cutout)) as first,
+    ):
+        assert not np.allclose(refined["SRC0_SAMPLES"].data[:2], first["SRC0_SAMPLES"].data)
 
 
 def test_corrupt_fits_fails_alone(tiny_prior, sims, tmp_path, capsys):
@@ -482,8 +521,36 @@ def test_run_example_with_a_tiny_prior(tmp_path):
     reason=f"the shipped default priors are not built yet (no "
     f"{default_priors_path() / 'priors.json'}; run data_recipes/default_priors.py)",
 )
+def test_the_shipped_sets_make_the_default_ensemble(capsys):
+    sets = load_ensemble(default_ensemble())
+    names = [s.name for s in sets]
+    assert len(set(names)) == 3 and names[0] == Priors.load().name
+    assert [Priors.load(n).name for n in ("default", "v16", "deep16")] == names
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("shipped set") == 3 and all(f"name: {n}" in out for n in names)
+    with pytest.raises(InputError, match=r"no shipped prior set 'v99'.*'deep16'"):
+        default_priors_path("v99")
+
+
+def test_a_directory_named_like_a_shipped_set_is_read_first(tmp_path, monkeypatch):
+    new_priors(TINY_FRAME, channels=(8, 16), attention_levels=(1,)).save(tmp_path / "v16")
+    monkeypatch.chdir(tmp_path)
+    assert Priors.load("v16").galaxy_frame == TINY_FRAME
+    assert Priors.load("deep16").galaxy_frame != TINY_FRAME
+
+
+@pytest.mark.skipif(
+    not (default_priors_path() / "priors.json").is_file(),
+    reason=f"the shipped default priors are not built yet (no "
+    f"{default_priors_path() / 'priors.json'}; run data_recipes/default_priors.py)",
+)
 def test_run_example_with_shipped_priors(tmp_path):
-    assert check_example_run(tmp_path / "out")["priors"] == "default"
+    """Without --prior, the three shipped sets deblend as an ensemble."""
+    provenance = check_example_run(tmp_path / "out")
+    names = [Priors.load(name).name for name in ("default", "v16", "deep16")]
+    assert provenance["priors"] == " + ".join(names)
+    assert provenance["ensemble_samples"] == [1, 1, 0]
 
 
 def test_a_truth_file_given_as_cutout_is_named_as_such(sims):

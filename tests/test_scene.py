@@ -11,7 +11,8 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
-from galdeblend.deblend import deblend
+from galdeblend.deblend import deblend, ensemble_counts
+from galdeblend.diffusion.logprob import log_prob
 from galdeblend.engine import GaussianPrior
 from galdeblend.errors import GaldeblendWarning, InputError
 from galdeblend.frames import _tan_wcs, gaussian_psf
@@ -411,6 +412,57 @@ def test_amplitude_step_rescales_each_galaxy_band_and_keeps_the_sky():
         for r, i, A in zip(redrawn.instances, instances, problem.operators)
     )
     np.testing.assert_allclose(redrawn.models[0], model.reshape(obs[0].shape).numpy(), atol=1e-9)
+
+
+def test_an_ensemble_pools_the_samples_of_each_prior_set():
+    """Two prior sets share the samples: each set's are those a deblend with that set
+    alone draws (same seed, its share of the count), the sky's too, and each instance's
+    log-density is that of the equal-weight mixture of the two priors at the pooled mean."""
+    obs, priors, catalog = gaussian_field()
+    galaxy = priors["galaxy"]
+    mean = galaxy.mean.reshape(galaxy.shape) + 0.2
+    wider = GaussianPrior(mean, 0.6, galaxy.cov_factors, sigma_max=50.0)
+    other = Priors({"galaxy": wider, "sky": priors["sky"]}, priors.galaxy_frame)
+    options = dict(catalog=catalog, steps=4, sampler="ddim", amplitude_width=0.0, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        both = deblend(obs, [priors, other], n_samples=5, log_prob_steps=8, **options)
+        first = deblend(obs, priors, n_samples=3, log_prob_steps=0, **options)
+        second = deblend(obs, other, n_samples=2, log_prob_steps=0, **options)
+    assert both.provenance["ensemble_samples"] == [3, 2]
+    for pooled, a, b in zip(both.instances, first.instances, second.instances):
+        np.testing.assert_array_equal(pooled.samples, np.concatenate([a.samples, b.samples]))
+    assert not np.allclose(first.galaxies[0].mean, second.galaxies[0].mean)
+    instance = place_instances(obs, priors.galaxy_frame, positions=catalog)[0]
+    pooled = torch.from_numpy(both.galaxies[0].mean / instance.scale.reshape(-1, 1, 1))[None]
+    lps = [float(log_prob(p, pooled.float(), steps=8)[0]) for p in (galaxy, wider)]
+    assert abs(lps[0] - lps[1]) > 1.0
+    mixture = float(np.logaddexp(*lps) - np.log(2))
+    assert both.galaxies[0].log_prob == pytest.approx(mixture, rel=1e-4)
+
+
+def test_an_ensemble_needs_one_frame_and_shares_few_samples():
+    obs, priors, catalog = gaussian_field()
+    frame = dataclasses.replace(priors.galaxy_frame, pixel_scale=0.25)
+    shifted = Priors(priors.kinds, frame, {"name": "shifted"})
+    with pytest.raises(InputError, match=r"prior set 1 \(shifted\) and prior set 0 .* frames"):
+        deblend(obs, [priors, shifted], catalog=catalog, n_samples=4)
+    sky = GaussianPrior(torch.zeros(1, 3, 3, dtype=torch.float64), 1.0, sigma_max=50.0)
+    coarse_sky = Priors({"galaxy": priors["galaxy"], "sky": sky}, priors.galaxy_frame)
+    with pytest.raises(InputError, match="kinds or shapes"):
+        deblend(obs, [priors, coarse_sky], catalog=catalog, n_samples=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        few = deblend(
+            obs, [priors] * 3, catalog=catalog, n_samples=2, steps=2, sampler="ddim",
+            log_prob_steps=0, progress=False,
+        )  # fmt: skip
+    assert few.provenance["ensemble_samples"] == [1, 1, 0]
+    assert few.galaxies[0].samples.shape[0] == 2
+    assert ensemble_counts(32, 3) == [11, 11, 10]
+    assert ensemble_counts(4, 1) == [4]
+    with pytest.raises(InputError, match="n_samples must be at least 1"):
+        ensemble_counts(0, 2)
 
 
 def test_detection_finds_the_edge_galaxy_of_the_real_example():
