@@ -140,21 +140,23 @@ def deblend(
     problem = build_problem(observations, instances)
     dtype = torch.float32
     operators = [A.to(device) for A in problem.operators]
+    y = problem.y.to(device, dtype)[None]
+    noise_variance = problem.noise_variance.to(device, dtype)[None]
     set_priors = []  # per prior set, each instance's prior
     drawn = []  # per prior set, each instance's samples (n_k, *shape)
     for prior_set, n_k in zip(prior_sets, counts):
         inst_priors = [prior_set[inst.kind].to(device) for inst in instances]
-        set_priors.append(inst_priors)
-        if n_k == 0:
-            continue
         for kind in {inst.kind for inst in instances}:
             if isinstance(prior_set[kind], DiffusionPrior):
                 prior_set[kind].accelerate(bf16=fast, channels_last=fast)
+        set_priors.append(inst_priors)  # every set's priors enter the log-density
+        if n_k == 0:
+            continue
         samples = sample_posterior(
             inst_priors,
-            problem.y.to(device, dtype)[None],
+            y,
             operators,
-            problem.noise_variance.to(device, dtype)[None],
+            noise_variance,
             n_samples=n_k,
             sampler=sampler,
             steps=steps,

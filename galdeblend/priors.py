@@ -150,6 +150,7 @@ def load_ensemble(
     if not loaded:
         raise InputError("priors: give at least one prior set")
     first = loaded[0]
+    shapes = {kind: tuple(prior.shape) for kind, prior in first.kinds.items()}
     for k, other in enumerate(loaded[1:], start=1):
         names = f"prior set {k} ({other.name}) and prior set 0 ({first.name})"
         if other.galaxy_frame != first.galaxy_frame:
@@ -157,7 +158,6 @@ def load_ensemble(
                 f"{names} have different galaxy frames ({other.galaxy_frame} against "
                 f"{first.galaxy_frame}): an ensemble needs one frame"
             )
-        shapes = {kind: tuple(prior.shape) for kind, prior in first.kinds.items()}
         if {kind: tuple(prior.shape) for kind, prior in other.kinds.items()} != shapes:
             raise InputError(
                 f"{names} have different kinds or shapes of source: an ensemble needs the same"
