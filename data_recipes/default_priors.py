@@ -5,31 +5,46 @@ The priors are learned by EM (DDPRISM) from simulated, noisy, blended HSC (g, r,
 truth. The settings, data, timings and validation figures are recorded in priors.json
 beside the weights.
 
-Three sets ship, and deblend together as an ensemble by default (docs/method.rst). The
-defaults build v6; the first shipped set, v12, continues it for two laps with --augment:
+Three sets ship, and deblend together as an ensemble by default (docs/method.rst): v12x,
+v16x and deep16x, the sets v12, v16 and deep16 below each continued for two laps with the
+flux scale that fits the other galaxies with extended profiles (galdeblend.scene). v12,
+v16 and deep16 were learned, and shipped in these directories, with the earlier scale that
+fitted the other galaxies as point sources; git history keeps them and the code that
+rebuilds them:
+
+    python data_recipes/default_priors.py --init v12/ --gaussian-laps 0 --laps 2 --augment \
+        --name galdeblend-default-hsc-hst-v12x --out galdeblend/data/priors/default
+    python data_recipes/default_priors.py --init v16/ --gaussian-laps 0 --laps 2 --augment \
+        --cg-iterations 3 --name galdeblend-hsc-hst-v16x --out galdeblend/data/priors/v16
+    python data_recipes/default_priors.py --init deep16/ --gaussian-laps 0 --laps 2 \
+        --augment --depth 16 --cg-iterations 3 --name galdeblend-hsc-hst-deep16x \
+        --out galdeblend/data/priors/deep16
+
+(22.3, 28.0 and 28.8 minutes, peak 6.9, 6.9 and 7.3 GB; docs/validation.rst). The
+defaults build v6; v12 continues it for two laps with --augment:
 
     python data_recipes/default_priors.py --out v6/
     python data_recipes/default_priors.py --init v6/ --gaussian-laps 0 --laps 2 --augment \
-        --name galdeblend-default-hsc-hst-v12 --out galdeblend/data/priors/default
+        --name galdeblend-default-hsc-hst-v12 --out v12/
 
-The second, v16, continues v12 for 1 + 5 laps with three CG iterations per E-step
+v16 continues v12 for 1 + 5 laps with three CG iterations per E-step
 (--cg-iterations 3; 53.4 minutes, laps of 7.8-8.7 minutes, peak 6.9 GB), which makes the
 galaxies less round (docs/validation.rst); it was built as trial-v16, the name changed when
 it shipped:
 
-    python data_recipes/default_priors.py --init galdeblend/data/priors/default \
-        --gaussian-laps 0 --laps 1 --augment --cg-iterations 3 --out v15b/
+    python data_recipes/default_priors.py --init v12/ --gaussian-laps 0 --laps 1 --augment \
+        --cg-iterations 3 --out v15b/
     python data_recipes/default_priors.py --init v15b/ --gaussian-laps 0 --laps 5 --augment \
-        --cg-iterations 3 --name galdeblend-hsc-hst-v16 --out galdeblend/data/priors/v16
+        --cg-iterations 3 --name galdeblend-hsc-hst-v16 --out v16/
 
-The third, deep16, continues v12 for two laps on fields observed 16 times as long
+deep16 continues v12 for two laps on fields observed 16 times as long
 (--depth: every band's exposure time and number of exposures; 16.2 minutes, peak 7.3 GB),
 which gives the galaxies their outer light and true sizes (docs/validation.rst); built as
 trial-deep16:
 
-    python data_recipes/default_priors.py --init galdeblend/data/priors/default \
+    python data_recipes/default_priors.py --init v12/ \
         --gaussian-laps 0 --laps 2 --augment --depth 16 --cg-iterations 3 \
-        --name galdeblend-hsc-hst-deep16 --out galdeblend/data/priors/deep16
+        --name galdeblend-hsc-hst-deep16 --out deep16/
 
 A trial set, stamp56, grows v12's galaxy stamp to 56 x 56 pixels (3.36"; grow_stamp) and
 continues it for four laps on the larger stamp (9.7 minutes a lap), since the light of
@@ -37,7 +52,7 @@ large galaxies beyond a 2.4" stamp goes to their neighbours; stamp56-deep contin
 for two laps on fields 16 times deeper (19.0 minutes, peak 8.1 GB). Neither is an
 improvement on v12 (docs/validation.rst):
 
-    python data_recipes/default_priors.py --init galdeblend/data/priors/default \
+    python data_recipes/default_priors.py --init v12/ \
         --frame 56 --gaussian-laps 0 --laps 4 --augment --cg-iterations 3 \
         --name trial-stamp56 --out stamp56/ --checkpoints stamp56_ck/
     python data_recipes/default_priors.py --init stamp56/ --gaussian-laps 0 --laps 2 \

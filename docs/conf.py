@@ -43,7 +43,9 @@ numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 
 doctest_default_flags = (
-    doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE | doctest.IGNORE_EXCEPTION_DETAIL
+    doctest.ELLIPSIS
+    | doctest.NORMALIZE_WHITESPACE
+    | doctest.IGNORE_EXCEPTION_DETAIL
     | doctest.DONT_ACCEPT_TRUE_FOR_1
 )
 doctest_global_setup = """

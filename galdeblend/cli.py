@@ -548,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "--prior",
         help="prior directory or shipped set whose galaxy prior PQMass tests against the "
-        "true galaxies (default: the shipped set 'default', v12)",
+        "true galaxies (default: the shipped set 'default', v12x)",
     )
     validate.add_argument(
         "--prior-samples",

@@ -7,9 +7,10 @@ On disk a prior set is a directory::
     galaxy/              prior.json + weights.safetensors
     sky/                 prior.json + weights.safetensors
 
-Three sets ship inside the package (``galdeblend/data/priors/``: ``default``, the v12 set,
-and ``v16`` and ``deep16``, learned from it with other E-step settings and deeper fields);
-a deblend without priors uses all three as an ensemble (:func:`default_ensemble`).
+Three sets ship inside the package (``galdeblend/data/priors/``: ``default``, the v12x set,
+and ``v16`` and ``deep16``, the v16x and deep16x sets, learned from v12 with other E-step
+settings and deeper fields, each continued with the extended-profile flux scale); a deblend
+without priors uses all three as an ensemble (:func:`default_ensemble`).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
-from scipy import ndimage
+from scipy import ndimage, optimize
 from torch import Tensor
 
 from galdeblend.background import plane_background
@@ -401,12 +401,31 @@ def _psf_stamp(psf: np.ndarray, x: float, y: float) -> Placed:
     return stamp, y0 - h // 2, x0 - w // 2
 
 
-def _point_source_fit(stamps: Sequence[Placed], data: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Amplitudes ``(K,)``, at least 0, of ``K`` PSF stamps fitted jointly to one band's
-    ``data`` ``(H, W)`` by least squares with ``weight`` (inverse variance)."""
+PROFILE_SIGMAS = (0.0, 0.15, 0.35, 0.7)
+"""Gaussian sigmas (arcsec) of the round profiles, each seen through the PSF, whose
+non-negative sum models a neighbour's light when a galaxy's flux scale is measured."""
+
+
+def _profile_stamps(psf: np.ndarray, x: float, y: float, pixel_scale: float) -> list[Placed]:
+    """The PSF ``(h, w)`` convolved with a round Gaussian of each of :data:`PROFILE_SIGMAS`
+    (unit sum each), centred on pixel position ``(x, y)``: one placed stamp per sigma."""
+    stamps = []
+    for sigma_arcsec in PROFILE_SIGMAS:
+        sigma = sigma_arcsec / pixel_scale
+        pad = int(np.ceil(4 * sigma))
+        profile = ndimage.gaussian_filter(np.pad(psf, pad), sigma, mode="constant")
+        stamps.append(_psf_stamp(profile / profile.sum(), x, y))
+    return stamps
+
+
+def _profile_fit(stamps: Sequence[Placed], data: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Amplitudes ``(n,)``, at least 0, of ``n`` placed stamps fitted jointly to one band's
+    ``data`` ``(H, W)`` by non-negative weighted least squares (``weight``: inverse
+    variance), solved as NNLS on the Cholesky factor of the normal equations."""
     image: Placed = (np.stack([weight, weight * data]), 0, 0)
-    gram = np.zeros((len(stamps), len(stamps)))
-    rhs = np.zeros(len(stamps))
+    n = len(stamps)
+    gram = np.zeros((n, n))
+    rhs = np.zeros(n)
     for j, s_j in enumerate(stamps):
         shared = _common(s_j, image)
         if shared is not None:
@@ -415,7 +434,12 @@ def _point_source_fit(stamps: Sequence[Placed], data: np.ndarray, weight: np.nda
             shared = _common(s_j, s_k, image)
             if shared is not None:
                 gram[j, k] = gram[k, j] = (shared[0] * shared[1] * shared[2][0]).sum()
-    return np.clip(np.linalg.lstsq(gram, rhs, rcond=None)[0], 0.0, None)
+    if not np.trace(gram) > 0:
+        return np.zeros(n)
+    # |W^1/2 (d - S a)|^2 = |L^T a - L^-1 b|^2 + const for gram = L L^T; the jitter keeps
+    # stamps that miss the image (zero rows) and near-degenerate profiles factorizable.
+    L = np.linalg.cholesky(gram + 1e-9 * np.trace(gram) / n * np.eye(n))
+    return optimize.nnls(L.T, np.linalg.solve(L, rhs))[0]
 
 
 def _galaxy_scales(frames: Sequence[Frame], observations: Sequence[Observation]) -> np.ndarray:
@@ -423,9 +447,12 @@ def _galaxy_scales(frames: Sequence[Frame], observations: Sequence[Observation])
 
     The peak is the brightest good pixel within 0.5" of the galaxy's position, at least 3
     noise sigma, after the light of the other ``K - 1`` galaxies is taken out: each is
-    modelled as a point source (the observation's PSF at its position) with amplitudes
-    fitted jointly per band. Without it a faint galaxy beside a bright one takes the bright
-    one's peak as its scale (up to 15 times its own in the crowded validation blends).
+    modelled as a non-negative sum of round Gaussian profiles (:data:`PROFILE_SIGMAS`) seen
+    through the observation's PSF at its position, all amplitudes fitted jointly per band.
+    Without it a faint galaxy beside a bright one takes the bright one's peak as its scale
+    (up to 15 times its own in the crowded validation blends); with point sources alone,
+    the extended light of a large neighbour still inflated it (by a median 1.7 times in
+    HSC g, r and i for the neighbours of the largest validation galaxies).
     """
     K = len(frames)
     if K == 0:
@@ -433,6 +460,7 @@ def _galaxy_scales(frames: Sequence[Frame], observations: Sequence[Observation])
     bands = frames[0].bands
     scale = np.full((K, len(bands)), np.nan)
     centers = [f.wcs.pixel_to_world((f.shape[2] - 1) / 2, (f.shape[1] - 1) / 2) for f in frames]
+    n_profiles = len(PROFILE_SIGMAS)
     for obs in observations:
         xy = [tuple(float(v) for v in obs.wcs.celestial.world_to_pixel(c)) for c in centers]
         r = max(2, int(round(0.5 / obs.pixel_scale)))
@@ -446,8 +474,12 @@ def _galaxy_scales(frames: Sequence[Frame], observations: Sequence[Observation])
             if obs.psf is None or K == 1:
                 stamps, amplitude = [], np.zeros(0)
             else:
-                stamps = [_psf_stamp(obs.psf[c], x, y) for x, y in xy]
-                amplitude = _point_source_fit(stamps, data, weight[c])
+                stamps = [
+                    stamp
+                    for x, y in xy
+                    for stamp in _profile_stamps(obs.psf[c], x, y, obs.pixel_scale)
+                ]
+                amplitude = _profile_fit(stamps, data, weight[c])
             for k, (x, y) in enumerate(xy):
                 row, col = int(round(y)), int(round(x))
                 ys = slice(max(row - r, 0), max(row + r + 1, 0))
@@ -455,7 +487,7 @@ def _galaxy_scales(frames: Sequence[Frame], observations: Sequence[Observation])
                 patch = data[ys, xs].copy()
                 for j, stamp in enumerate(stamps):
                     shared = _common(stamp, (patch, ys.start, xs.start))
-                    if j != k and shared is not None:
+                    if j // n_profiles != k and shared is not None:
                         shared[1] -= amplitude[j] * shared[0]
                 patch[obs.mask[c, ys, xs]] = 0.0
                 peak = patch.max() if patch.size else 0.0
