@@ -406,16 +406,17 @@ PROFILE_SIGMAS = (0.0, 0.15, 0.35, 0.7)
 non-negative sum models a neighbour's light when a galaxy's flux scale is measured."""
 
 
-def _profile_stamps(psf: np.ndarray, x: float, y: float, pixel_scale: float) -> list[Placed]:
+def _profiles(psf: np.ndarray, pixel_scale: float) -> list[np.ndarray]:
     """The PSF ``(h, w)`` convolved with a round Gaussian of each of :data:`PROFILE_SIGMAS`
-    (unit sum each), centred on pixel position ``(x, y)``: one placed stamp per sigma."""
-    stamps = []
+    (arcsec; ``pixel_scale`` in arcsec per pixel): one image per sigma, padded by 4 sigma
+    on each side, of unit sum; :func:`_psf_stamp` places each at a position."""
+    profiles = []
     for sigma_arcsec in PROFILE_SIGMAS:
         sigma = sigma_arcsec / pixel_scale
         pad = int(np.ceil(4 * sigma))
         profile = ndimage.gaussian_filter(np.pad(psf, pad), sigma, mode="constant")
-        stamps.append(_psf_stamp(profile / profile.sum(), x, y))
-    return stamps
+        profiles.append(profile / profile.sum())
+    return profiles
 
 
 def _profile_fit(stamps: Sequence[Placed], data: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -474,11 +475,8 @@ def _galaxy_scales(frames: Sequence[Frame], observations: Sequence[Observation])
             if obs.psf is None or K == 1:
                 stamps, amplitude = [], np.zeros(0)
             else:
-                stamps = [
-                    stamp
-                    for x, y in xy
-                    for stamp in _profile_stamps(obs.psf[c], x, y, obs.pixel_scale)
-                ]
+                profiles = _profiles(obs.psf[c], obs.pixel_scale)
+                stamps = [_psf_stamp(profile, x, y) for x, y in xy for profile in profiles]
                 amplitude = _profile_fit(stamps, data, weight[c])
             for k, (x, y) in enumerate(xy):
                 row, col = int(round(y)), int(round(x))

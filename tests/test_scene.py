@@ -26,7 +26,8 @@ from galdeblend.scene import (
     _common,
     _merge_faint_peaks,
     _profile_fit,
-    _profile_stamps,
+    _profiles,
+    _psf_stamp,
     build_problem,
     catalog_positions,
     detect_sources,
@@ -241,14 +242,15 @@ def test_profile_fit_recovers_the_amplitudes_of_its_profiles():
     weight = np.ones_like(data)
     weight[:, :4] = 0.0
     xy = [(13.2, 15.0), (18.6, 14.4)]
-    stamps = [s for x, y in xy for s in _profile_stamps(psf, x, y, 0.168)]
+    profiles = _profiles(psf, 0.168)
+    stamps = [_psf_stamp(p, x, y) for x, y in xy for p in profiles]
     truth = np.array([50.0, 0.0, 120.0, 30.0, 8.0, 20.0, 0.0, 0.0])
     for amplitude, stamp in zip(truth, stamps):
         shared = _common(stamp, (data, 0, 0))
         shared[1] += amplitude * shared[0]
     # 1e-5: the fit's jitter, 1e-9 of the mean diagonal, on near-degenerate profiles
     np.testing.assert_allclose(_profile_fit(stamps, data, weight), truth, atol=1e-5 * truth.max())
-    outside = _profile_stamps(psf, 200.0, 200.0, 0.168)
+    outside = [_psf_stamp(p, 200.0, 200.0) for p in profiles]
     np.testing.assert_array_equal(_profile_fit(stamps[:4] + outside, data, weight)[4:], 0.0)
 
 
