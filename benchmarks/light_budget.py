@@ -13,7 +13,8 @@ posterior sample of every galaxy and sky instance is rendered into the survey's 
 
 For each part it prints the number of (galaxy, band) pairs, the fraction of true values
 inside the 68% and 95% central posterior intervals (the randomized probability integral
-transform of :func:`galdeblend.metrics.inside_intervals`) with its binomial error, and the
+transform of :func:`galdeblend.metrics.inside_intervals`) with its standard error (the bands
+of a galaxy one group: :func:`galdeblend.metrics.pooled_fraction`), and the
 median absolute and the mean error of the posterior mean and the median posterior standard
 deviation, each in units of the aperture's noise; then ``own`` again, split between the
 blends where every true galaxy was matched and the others, and, in the former, between the
@@ -51,7 +52,7 @@ from astropy.coordinates import SkyCoord
 from galdeblend.baselines.segmentation import match_sources
 from galdeblend.frames import Frame, observation_operator
 from galdeblend.io import Observation, read_posterior
-from galdeblend.metrics import aperture_flux, inside_intervals
+from galdeblend.metrics import aperture_flux, inside_intervals, pooled_fraction
 from galdeblend.results import DeblendResult
 from galdeblend.scene import sky_operator
 from galdeblend.simulate import SceneTruth, read_truth
@@ -313,8 +314,9 @@ def main() -> None:
         if not rows[part][0]:
             continue
         inside, error, std = (np.concatenate(v, axis=-1) for v in rows[part])
-        coverage = inside.mean(axis=1)
-        spread = np.sqrt(coverage * (1 - coverage) / inside.shape[1])
+        # one group per galaxy: its bands miss the truth together
+        galaxy = np.concatenate([np.full(v.shape[-1], i) for i, v in enumerate(rows[part][0])])
+        coverage, spread = np.array([pooled_fraction(level, galaxy)[:2] for level in inside]).T
         print(
             f"{part:<41}{inside.shape[1]:>6}  "
             f"{coverage[0]:.2f} / {coverage[1]:.2f} (± {spread.max():.2f})    "

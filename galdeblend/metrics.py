@@ -6,7 +6,8 @@ torch tensors included) and returns numpy values.
 - image fidelity: :func:`psnr`, :func:`ssim` (Wang et al. 2004);
 - photometry: :func:`aperture_flux`, :func:`flux_error` (photutils circular apertures);
 - shapes: :func:`shape_moments`, :func:`shape_error` (galsim.hsm adaptive moments);
-- posterior calibration: :func:`coverage` of the central posterior intervals;
+- posterior calibration: :func:`coverage` of the central posterior intervals, and
+  :func:`pooled_fraction`, a coverage over many galaxies with its standard error;
 - goodness of fit: :func:`chi2_per_pixel`;
 - prior quality: :func:`pqmass` (the ``pqm`` package, from the ``bench`` extra) and
   :func:`frechet_distance` between feature sets (e.g. a classifier's embeddings);
@@ -40,6 +41,7 @@ __all__ = [
     "pit",
     "inside_intervals",
     "coverage",
+    "pooled_fraction",
     "chi2_per_pixel",
     "PQMassResult",
     "pqmass",
@@ -484,6 +486,55 @@ def coverage(
     """
     inside = inside_intervals(samples, truth, levels, seed=seed)
     return {level: float(inside[i].mean()) for i, level in enumerate(levels)}
+
+
+def pooled_fraction(inside: Any, groups: Sequence[Any]) -> tuple[float, float, int]:
+    """Fraction of true values inside their intervals, pooled, with a standard error that
+    lets the values of one group share their errors.
+
+    The bands of one galaxy miss or hold the truth together (one sharing error moves every
+    band's flux), so the ``N`` values are not ``N`` independent trials and the binomial
+    error ``sqrt(p (1 - p) / N)`` is too small. With ``G`` groups holding ``n_g`` values,
+    ``m_g`` of them inside, and ``p = sum m_g / N``, the error is the cluster-robust one of
+    a ratio,
+
+        se = sqrt(G / (G - 1) * sum_g (m_g - p n_g)^2) / N,
+
+    which is ``sqrt(p (1 - p) / (N - 1))`` for groups of one and ``sqrt(p (1 - p) / (G - 1))``
+    when every group's values agree.
+
+    Parameters
+    ----------
+    inside : array of bool, shape (N,)
+        Whether each true value lies inside its interval (:func:`inside_intervals`).
+    groups : sequence, length N
+        A label per value (e.g. ``"blend/galaxy"``); values with one label form a group.
+
+    Returns
+    -------
+    p : float
+        The pooled fraction (NaN for no values).
+    se : float
+        Its standard error (NaN for fewer than two groups).
+    n : int
+        ``N``.
+    """
+    values = _as_array(inside, "inside").ravel()
+    labels = np.asarray(groups)
+    if labels.shape != values.shape:
+        raise InputError(
+            f"pooled_fraction: need one group label per value, got {labels.shape} labels "
+            f"for {values.shape} values"
+        )
+    n = values.size
+    if n == 0:
+        return float("nan"), float("nan"), 0
+    p = float(values.mean())
+    _, group_index = np.unique(labels, return_inverse=True)
+    residual = np.bincount(group_index, weights=values - p)  # m_g - p n_g
+    G = residual.size
+    se = float(np.sqrt(G / (G - 1) * np.sum(residual**2)) / n) if G > 1 else float("nan")
+    return p, se, n
 
 
 def chi2_per_pixel(data: Any, model: Any, variance: Any, mask: Any | None = None) -> float:

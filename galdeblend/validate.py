@@ -587,7 +587,7 @@ def _summary_table(
     percentiles mapped through the chi-square inverse survival function with the result's
     degrees of freedom (infinite where a p-value underflows to 0).
     """
-    from galdeblend.metrics import ellipticity_response, summarize
+    from galdeblend.metrics import ellipticity_response, pooled_fraction, summarize
 
     methods = list(dict.fromkeys(blends["method"]))
     matched = {m: galaxies[(galaxies["method"] == m) & galaxies["matched"]] for m in methods}
@@ -633,12 +633,12 @@ def _summary_table(
         response, se, n = ellipticity_response(e_true + e_error, e_true, galaxy)
         rows.append((method, "ellipticity response", response, response - se, response + se, n))
         if method == "galdeblend":
-            # Coverage is a pooled fraction; low/high give its binomial standard error.
+            # Coverage is a pooled fraction; low/high give its standard error, the bands
+            # of one galaxy one group (they miss the truth together).
             for column, name in (("inside", "coverage"), ("total_inside", "total coverage")):
                 for level in (0.68, 0.95):
                     inside = np.asarray(gal[f"{column}_{level:g}"], dtype=float)
-                    p, n = (inside.mean(), inside.size) if inside.size else (np.nan, 0)
-                    se = np.sqrt(p * (1 - p) / n) if n else np.nan
+                    p, se, n = pooled_fraction(inside, galaxy)
                     rows.append((method, f"{name}_{level:g}", p, p - se, p + se, n))
             # The mean over galaxies of the fraction of their aperture pixels inside (all
             # bands); low/high: plus or minus its standard error over the galaxies, since
@@ -808,8 +808,8 @@ def validate(
     -------
     astropy.table.Table
         Columns ``method``, ``metric``, ``median``, ``low``, ``high`` (16th and 84th
-        percentiles; for ``coverage_*`` the pooled fraction plus or minus its binomial
-        standard error; for ``pixel coverage_*`` the mean over galaxies of the fraction of
+        percentiles; for ``coverage_*`` the pooled fraction plus or minus its standard
+        error, the bands of a galaxy one group (:func:`~galdeblend.metrics.pooled_fraction`); for ``pixel coverage_*`` the mean over galaxies of the fraction of
         their aperture pixels inside (all bands), plus or minus its standard error over
         the galaxies; for ``prior PQMass p-value`` over the tessellations, and ``prior
         PQMass chi2`` the matching chi-square values with ``num_refs - 1`` degrees of

@@ -15,6 +15,7 @@ from galdeblend.metrics import (
     ellipticity_response,
     flux_error,
     pit,
+    pooled_fraction,
     pqmass,
     psnr,
     shape_error,
@@ -200,6 +201,42 @@ def test_coverage_rejects_mismatched_shapes() -> None:
         coverage(np.zeros((10, 3)), np.zeros(4))
     with pytest.raises(InputError, match=r"levels must lie in \(0, 1\)"):
         coverage(np.zeros((10, 3)), np.zeros(3), levels=(1.5,))
+
+
+def test_pooled_fraction_standard_error_closed_forms() -> None:
+    inside = np.array([1, 1, 0, 1, 0, 0, 1, 1], dtype=bool)  # p = 5/8
+    p, se, n = pooled_fraction(inside, np.arange(8))
+    assert (p, n) == (5 / 8, 8)
+    assert se == pytest.approx(np.sqrt(p * (1 - p) / 7))  # groups of one
+    # five bands per galaxy that all agree: the error of 8 galaxies, not of 40 values
+    p5, se5, n5 = pooled_fraction(np.repeat(inside, 5), np.repeat(np.arange(8), 5))
+    assert (p5, n5) == (5 / 8, 40)
+    assert se5 == pytest.approx(se)
+    assert se5 > 2 * np.sqrt(p5 * (1 - p5) / 40)
+    # a group holding 2 of 3, another 0 of 1: p = 1/2, residuals 1/2 and -1/2
+    assert pooled_fraction([1, 1, 0, 0], ["a", "a", "a", "b"])[1] == pytest.approx(
+        np.sqrt(2 * 0.5) / 4
+    )
+    assert np.isnan(pooled_fraction([1, 0], ["a", "a"])[1])
+    assert np.isnan(pooled_fraction([], [])[0])
+    with pytest.raises(InputError, match="one group label per value"):
+        pooled_fraction([1, 0], ["a"])
+
+
+def test_pooled_fraction_error_matches_the_scatter_of_grouped_trials() -> None:
+    """Galaxies whose five bands miss together: the standard error matches the scatter of
+    the pooled fraction over repeated draws, where the binomial error is too small."""
+    rng = np.random.default_rng(5)
+    labels = np.repeat(np.arange(50), 5)
+    fractions, errors = [], []
+    for _ in range(400):
+        shared = rng.uniform(size=50)[labels]  # one draw per galaxy
+        inside = np.where(rng.uniform(size=250) < 0.8, shared, rng.uniform(size=250)) < 0.68
+        p, se, _ = pooled_fraction(inside, labels)
+        fractions.append(p)
+        errors.append(se)
+    assert np.mean(errors) == pytest.approx(np.std(fractions), rel=0.15)
+    assert np.std(fractions) > 1.5 * np.sqrt(0.68 * 0.32 / 250)
 
 
 def test_chi2_per_pixel_of_known_residuals() -> None:
