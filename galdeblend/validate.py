@@ -809,7 +809,8 @@ def validate(
     astropy.table.Table
         Columns ``method``, ``metric``, ``median``, ``low``, ``high`` (16th and 84th
         percentiles; for ``coverage_*`` the pooled fraction plus or minus its standard
-        error, the bands of a galaxy one group (:func:`~galdeblend.metrics.pooled_fraction`); for ``pixel coverage_*`` the mean over galaxies of the fraction of
+        error, the bands of a galaxy one group (:func:`~galdeblend.metrics.pooled_fraction`);
+        for ``pixel coverage_*`` the mean over galaxies of the fraction of
         their aperture pixels inside (all bands), plus or minus its standard error over
         the galaxies; for ``prior PQMass p-value`` over the tessellations, and ``prior
         PQMass chi2`` the matching chi-square values with ``num_refs - 1`` degrees of
